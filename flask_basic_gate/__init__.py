@@ -1,0 +1,36 @@
+"""flask-basic-gate: gateway-grade HTTP Basic authentication for Flask APIs.
+
+API keys, the packages they belong to and their secrets live in the app's
+own database through Flask-SQLAlchemy; failures answer like the Basic-auth
+connector of an API-management gateway.
+"""
+
+from __future__ import annotations
+
+from .config import ConfigurationError
+from .errors import GateError, StoreUnavailable
+from .extension import BasicGate, GateState, current_key, get_current_key
+from .identity import KeyIdentity
+from .policy import GatePolicy
+from .signals import request_authenticated, request_rejected
+from .store import AdminError, KeyStore, NewSecret
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdminError",
+    "BasicGate",
+    "ConfigurationError",
+    "GateError",
+    "GatePolicy",
+    "GateState",
+    "KeyIdentity",
+    "KeyStore",
+    "NewSecret",
+    "StoreUnavailable",
+    "__version__",
+    "current_key",
+    "get_current_key",
+    "request_authenticated",
+    "request_rejected",
+]

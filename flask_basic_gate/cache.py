@@ -1,0 +1,84 @@
+"""The in-process verification cache.
+
+A successful verification is remembered under a keyed BLAKE2b digest of the
+key and secret, never under the secret itself. The digest key is random per cache, so the cache
+holds nothing an attacker could replay elsewhere. Entries are bounded in
+number and in lifetime; an entry never outlives the secret's or the key's
+expiry, and :meth:`VerificationCache.evict_key` drops every entry of a key at
+once (the store calls it after disabling a key or rotating a secret).
+
+Only successes are cached, so the cache can never turn a failure into a
+success. Reads take no lock: a ``dict`` lookup is atomic under the GIL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from .identity import KeyIdentity
+
+__all__ = ["VerificationCache"]
+
+
+class VerificationCache:
+    """Bounded, expiring map from a credentials digest to an identity.
+
+    :param size: the most entries kept; the oldest goes first. 0 disables.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._salt = os.urandom(32)
+        self._entries: dict[bytes, tuple[float, KeyIdentity]] = {}
+        self._lock = threading.Lock()
+
+    def digest(self, key: str, secret: str) -> bytes:
+        """The cache key of a pair of credentials (keyed, never reversible)."""
+        # A key holds no colon (Basic splits at the first one), so joining
+        # with a colon is unambiguous.
+        return hashlib.blake2b(f"{key}:{secret}".encode(), key=self._salt, digest_size=16).digest()
+
+    def get(self, digest: bytes, now: Optional[float] = None) -> Optional[KeyIdentity]:
+        """The identity remembered under ``digest``, if still fresh."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        expires, identity = entry
+        if (time.time() if now is None else now) >= expires:
+            self._entries.pop(digest, None)
+            return None
+        return identity
+
+    def put(self, digest: bytes, identity: KeyIdentity, expires: float) -> None:
+        """Remember a success until ``expires`` (a :func:`time.time` value)."""
+        if self.size <= 0:
+            return
+        with self._lock:
+            entries = self._entries
+            entries.pop(digest, None)
+            while len(entries) >= self.size:
+                del entries[next(iter(entries))]
+            entries[digest] = (expires, identity)
+
+    def evict_key(self, key: str) -> int:
+        """Forget every entry of ``key``; returns how many were dropped."""
+        with self._lock:
+            stale = [d for d, (_, ident) in self._entries.items() if ident.key == key]
+            for digest in stale:
+                del self._entries[digest]
+        return len(stale)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

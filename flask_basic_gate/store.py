@@ -1,0 +1,417 @@
+"""The key store: the only module that queries the gate's tables.
+
+Reads take one prebuilt SQLAlchemy Core statement that touches one indexed
+key row, its package and its secrets, on a pooled connection; no ORM
+session is made on the request path. Writes (the administration API the CLI
+calls) run in a short session of their own, all or nothing, and tell the
+listeners in :attr:`KeyStore.on_change` which key changed so caches can
+drop it at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+from sqlalchemy import Engine, bindparam, func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from . import config as cfg
+from .errors import StoreUnavailable
+from .hashing import generate_secret, hash_secret
+from .models import ACTIVE, DISABLED, Models
+
+__all__ = [
+    "AdminError",
+    "KeyInfo",
+    "KeyRecord",
+    "KeyStore",
+    "NewSecret",
+    "SecretRecord",
+]
+
+#: Longest key the tables hold; a longer one cannot exist, so it is never queried.
+MAX_KEY_LENGTH = 255
+
+When = Union[dt.datetime, None]
+
+
+class AdminError(ValueError):
+    """An administration call that cannot be done (unknown package or key,
+    duplicate key, bad date). Nothing was written.
+
+    .. versionadded:: 0.1
+    """
+
+
+class SecretRecord(NamedTuple):
+    """One stored secret of a key, as the policy verifies it."""
+
+    id: int
+    method: str
+    value: str
+    #: POSIX time after which the secret no longer works, or ``None``.
+    expires: Optional[float]
+
+
+class KeyRecord(NamedTuple):
+    """A key as read for one verification: plain data, no ORM object."""
+
+    id: int
+    key: str
+    package: str
+    status: str
+    #: POSIX times of the key's validity window, or ``None``.
+    not_before: Optional[float]
+    expires: Optional[float]
+    owner_name: Optional[str]
+    owner_email: Optional[str]
+    secrets: tuple[SecretRecord, ...]
+
+
+class KeyInfo(NamedTuple):
+    """A key as listed by :meth:`KeyStore.list_keys`; never a secret."""
+
+    key: str
+    package: str
+    status: str
+    owner_name: Optional[str]
+    owner_email: Optional[str]
+    not_before: Optional[dt.datetime]
+    expires_at: Optional[dt.datetime]
+    secrets: int
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class NewSecret:
+    """A key and the secret just made for it.
+
+    The secret is here once, to show the person who asked for it; it is not
+    kept anywhere readable and is left out of the repr.
+    """
+
+    key: str
+    secret: str = dataclasses.field(repr=False)
+
+
+def utc_naive(when: When) -> Optional[dt.datetime]:
+    """A datetime as naive UTC, the way the tables hold it (naive means UTC)."""
+    if when is None or when.tzinfo is None:
+        return when
+    return when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _posix(when: Optional[dt.datetime]) -> Optional[float]:
+    if when is None:
+        return None
+    return when.replace(tzinfo=dt.timezone.utc).timestamp()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class KeyStore:
+    """Reads and writes the gate's tables for one app.
+
+    :param models: the model classes from :func:`~flask_basic_gate.models.get_models`.
+    :param engine: the engine of the bind holding the tables.
+    :param config: the app's config, read when a secret is hashed.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, models: Models, engine: Engine, config: MutableMapping[str, Any]) -> None:
+        self.models = models
+        self.engine = engine
+        self._config = config
+        #: Called with a key after a change to it has been committed.
+        self.on_change: list[Callable[[str], object]] = []
+        key_t = models.PackageKey.__table__
+        package_t = models.Package.__table__
+        secret_t = models.KeySecret.__table__
+        self._lookup = (
+            select(
+                key_t.c.id,
+                key_t.c.key,
+                package_t.c.name,
+                key_t.c.status,
+                key_t.c.not_before,
+                key_t.c.expires_at,
+                key_t.c.owner_name,
+                key_t.c.owner_email,
+                secret_t.c.id,
+                secret_t.c.method,
+                secret_t.c.value,
+                secret_t.c.expires_at,
+            )
+            .select_from(
+                key_t.join(package_t, package_t.c.id == key_t.c.package_id).outerjoin(
+                    secret_t, secret_t.c.key_id == key_t.c.id
+                )
+            )
+            .where(key_t.c.key == bindparam("key"))
+        )
+
+    # -- reading ---------------------------------------------------------
+
+    def lookup(self, key: str) -> Optional[KeyRecord]:
+        """The key and its secrets, or ``None`` when there is no such key.
+
+        :raises StoreUnavailable: when the database cannot be read.
+        """
+        if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key:
+            # Cannot be stored, and PostgreSQL rejects NUL in a query.
+            return None
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(self._lookup, {"key": key}).all()
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(
+                f"the key store could not be read: {type(exc).__name__}"
+            ) from exc
+        # MySQL and MariaDB ignore trailing spaces even under a binary
+        # collation; only an exact match counts.
+        rows = [row for row in rows if row[1] == key]
+        if not rows:
+            return None
+        first = rows[0]
+        secrets = tuple(
+            SecretRecord(row[8], row[9], row[10], _posix(row[11]))
+            for row in rows
+            if row[8] is not None
+        )
+        return KeyRecord(
+            id=first[0],
+            key=first[1],
+            package=first[2],
+            status=first[3],
+            not_before=_posix(first[4]),
+            expires=_posix(first[5]),
+            owner_name=first[6],
+            owner_email=first[7],
+            secrets=secrets,
+        )
+
+    def list_keys(self, package: Optional[str] = None) -> list[KeyInfo]:
+        """Every key (of one package), with the number of secrets it holds."""
+        m = self.models
+        count = (
+            select(func.count(m.KeySecret.id))
+            .where(m.KeySecret.key_id == m.PackageKey.id)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(m.PackageKey, m.Package.name, count)
+            .join(m.Package, m.Package.id == m.PackageKey.package_id)
+            .order_by(m.Package.name, m.PackageKey.key)
+        )
+        with self._session() as session:
+            if package is not None:
+                self._package(session, package)
+                stmt = stmt.where(m.Package.name == package)
+            return [
+                KeyInfo(
+                    k.key,
+                    name,
+                    k.status,
+                    k.owner_name,
+                    k.owner_email,
+                    k.not_before,
+                    k.expires_at,
+                    n,
+                    k.created_at,
+                )
+                for k, name, n in session.execute(stmt)
+            ]
+
+    # -- writing ---------------------------------------------------------
+
+    def create_tables(self) -> None:
+        """Create the gate's tables (only those) where they do not exist."""
+        tables = [m.__table__ for m in self.models]
+        tables[0].metadata.create_all(self.engine, tables=tables)
+
+    def create_package(self, name: str) -> None:
+        """Create a package.
+
+        :raises AdminError: when the name is empty or taken.
+        """
+        if not name or len(name) > MAX_KEY_LENGTH:
+            raise AdminError("a package name must have 1 to 255 characters")
+        with self._writing(f"package {name!r} exists already") as session:
+            session.add(self.models.Package(name=name))
+
+    def create_key(
+        self,
+        package: str,
+        *,
+        key: Optional[str] = None,
+        secret: Optional[str] = None,
+        owner_name: Optional[str] = None,
+        owner_email: Optional[str] = None,
+        not_before: When = None,
+        expires_at: When = None,
+    ) -> NewSecret:
+        """Create a key in ``package`` with its first secret.
+
+        :param key: the key; generated when ``None``.
+        :param secret: the secret; generated when ``None`` (and then stored as
+            a SHA-256 digest, while a given one is hashed with the configured
+            KDF).
+        :return: the key and its secret, to show once.
+        :raises AdminError: unknown package, taken key, bad value.
+        """
+        key = generate_secret()[:24] if key is None else key
+        _check_key(key)
+        not_before, expires_at = utc_naive(not_before), utc_naive(expires_at)
+        if not_before and expires_at and expires_at <= not_before:
+            raise AdminError("the key would expire before it becomes valid")
+        plain, stored = self._new_secret(secret)
+        with self._writing(f"key {key!r} exists already") as session:
+            record = self.models.PackageKey(
+                key=key,
+                package_id=self._package(session, package).id,
+                status=ACTIVE,
+                owner_name=owner_name,
+                owner_email=owner_email,
+                not_before=not_before,
+                expires_at=expires_at,
+            )
+            record.secrets.append(self.models.KeySecret(method=stored.method, value=stored.value))
+            session.add(record)
+        return NewSecret(key, plain)
+
+    def add_secret(
+        self, key: str, secret: Optional[str] = None, *, expires_at: When = None
+    ) -> NewSecret:
+        """Give ``key`` one more secret; the others keep working."""
+        plain, stored = self._new_secret(secret)
+        with self._writing() as session:
+            record = self._key(session, key)
+            record.secrets.append(
+                self.models.KeySecret(
+                    method=stored.method, value=stored.value, expires_at=utc_naive(expires_at)
+                )
+            )
+        self._changed(key)
+        return NewSecret(key, plain)
+
+    def rotate_secret(
+        self, key: str, secret: Optional[str] = None, *, grace: float = 0
+    ) -> NewSecret:
+        """Give ``key`` a new secret that works at once.
+
+        :param grace: seconds the current secrets keep working; 0 removes them
+            now. Secrets already expired are removed either way.
+        :return: the key and its new secret, to show once.
+        """
+        if grace < 0:
+            raise AdminError("the grace period cannot be negative")
+        plain, stored = self._new_secret(secret)
+        now = _now()
+        until = now + dt.timedelta(seconds=grace)
+        with self._writing() as session:
+            record = self._key(session, key)
+            for old in list(record.secrets):
+                if grace == 0 or (old.expires_at is not None and old.expires_at <= now):
+                    record.secrets.remove(old)
+                elif old.expires_at is None or old.expires_at > until:
+                    old.expires_at = until
+            record.secrets.append(self.models.KeySecret(method=stored.method, value=stored.value))
+        self._changed(key)
+        return NewSecret(key, plain)
+
+    def set_status(self, key: str, status: str) -> None:
+        """Set a key ``active`` or ``disabled``."""
+        if status not in (ACTIVE, DISABLED):
+            raise AdminError(f"status must be {ACTIVE!r} or {DISABLED!r}, not {status!r}")
+        with self._writing() as session:
+            self._key(session, key).status = status
+        self._changed(key)
+
+    def disable_key(self, key: str) -> None:
+        """Switch a key off; its cached verifications here are dropped at once."""
+        self.set_status(key, DISABLED)
+
+    def enable_key(self, key: str) -> None:
+        """Switch a key back on."""
+        self.set_status(key, ACTIVE)
+
+    def set_validity(self, key: str, *, not_before: When = None, expires_at: When = None) -> None:
+        """Set the window in which a key is valid (``None``: open on that side)."""
+        with self._writing() as session:
+            record = self._key(session, key)
+            record.not_before = utc_naive(not_before)
+            record.expires_at = utc_naive(expires_at)
+        self._changed(key)
+
+    def delete_key(self, key: str) -> None:
+        """Remove a key and its secrets."""
+        with self._writing() as session:
+            session.delete(self._key(session, key))
+        self._changed(key)
+
+    # -- helpers ---------------------------------------------------------
+
+    def _new_secret(self, secret: Optional[str]) -> tuple[str, Any]:
+        generated = secret is None
+        plain = generate_secret() if secret is None else secret
+        if not plain:
+            raise AdminError("a secret cannot be empty")
+        stored = hash_secret(
+            plain,
+            generated=generated,
+            kdf_method=self._config.get(cfg.HASH_METHOD, "scrypt"),
+            plaintext=bool(self._config.get(cfg.STORE_PLAINTEXT_SECRETS)),
+        )
+        return plain, stored
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def _writing(self, conflict: str = "conflicting change") -> Iterator[Session]:
+        """A session committed at the end, rolled back on any error."""
+        with self._session() as session:
+            try:
+                yield session
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                raise AdminError(conflict) from None
+            except BaseException:
+                session.rollback()
+                raise
+
+    def _package(self, session: Session, name: str) -> Any:
+        found = session.execute(
+            select(self.models.Package).where(self.models.Package.name == name)
+        ).scalar_one_or_none()
+        if found is None or found.name != name:
+            raise AdminError(f"no package named {name!r}")
+        return found
+
+    def _key(self, session: Session, key: str) -> Any:
+        found = session.execute(
+            select(self.models.PackageKey).where(self.models.PackageKey.key == key)
+        ).scalar_one_or_none()
+        if found is None or found.key != key:
+            raise AdminError(f"no key {key!r}")
+        return found
+
+    def _changed(self, key: str) -> None:
+        for listener in self.on_change:
+            listener(key)
+
+
+def _check_key(key: str) -> None:
+    if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key or ":" in key:
+        raise AdminError("a key must have 1 to 255 characters and no colon or NUL")

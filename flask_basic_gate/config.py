@@ -150,8 +150,12 @@ def check_hash_method(name: str, method: Any) -> str:
         raise _bad(name, method, expected)
     base, *params = method.split(":")
     if base == "scrypt" and (not params or len(params) == 3):
-        probe = "scrypt:2:1:1"
+        probe = "scrypt:1024:8:1"
         numbers = params
+        if params and (
+            not params[0].isdigit() or int(params[0]) < 2 or int(params[0]) & (int(params[0]) - 1)
+        ):
+            raise _bad(name, method, "scrypt's N to be a power of 2")
     elif base == "pbkdf2" and len(params) <= 2:
         probe = f"pbkdf2:{params[0] if params else 'sha256'}:1"
         numbers = params[1:]

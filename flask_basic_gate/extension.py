@@ -239,7 +239,7 @@ class BasicGate:
         endpoint = req.endpoint
         view = app.view_functions.get(endpoint) if endpoint is not None else None
         mark = getattr(view, _MARK, None)
-        if mark == _EXEMPT or getattr(view, "__name__", None) == "send_static_file":
+        if mark == _EXEMPT or (endpoint is not None and _is_static(endpoint)):
             return
         protect = mark is not None or config[cfg.PROTECT_ALL]
         if self._exempt_blueprints or self._protected_blueprints:
@@ -254,6 +254,7 @@ class BasicGate:
         """Run by a decorated view before its body."""
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         req = request._get_current_object()  # type: ignore[attr-defined]
+        self.state(app)  # a clear error when init_app never ran on this app
         if req.method in app.config[cfg.EXEMPT_METHODS]:
             return
         self._authenticate(app, req, optional)
@@ -263,7 +264,7 @@ class BasicGate:
         done = environ.get(ENVIRON_KEY, _UNSET)
         if done is not _UNSET and (done is not None or optional):
             return
-        state = self.state(app)
+        state = app.extensions[EXTENSION_NAME]
         try:
             identity = state.policy.authenticate(
                 environ.get("HTTP_AUTHORIZATION"), optional=optional
@@ -283,6 +284,12 @@ class BasicGate:
         environ[ENVIRON_KEY] = identity
         if identity is not None and request_authenticated.receivers:
             request_authenticated.send(app, key=identity)
+
+
+def _is_static(endpoint: str) -> bool:
+    # Flask names the static route of the app "static" and of a blueprint
+    # "<blueprint>.static"; static files are never guarded.
+    return endpoint == "static" or endpoint.endswith(".static")
 
 
 def get_current_key() -> Optional[KeyIdentity]:

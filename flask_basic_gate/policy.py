@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from werkzeug.security import generate_password_hash
 
@@ -89,6 +89,8 @@ class GatePolicy:
         self.store = store
         self.config = config
         self.cache = cache
+        #: Current POSIX time; tests replace it to move through expiries.
+        self.clock: Callable[[], float] = time.time
         self._dummy: Optional[tuple[str, str]] = None
         store.on_change.append(cache.evict_key)
 
@@ -110,7 +112,7 @@ class GatePolicy:
             raise self.failure(_PROBLEMS[parsed])
         cache = self.cache
         digest = cache.digest(parsed.key, parsed.secret)
-        now = time.time()
+        now = self.clock()
         identity = cache.get(digest, now)
         if identity is not None:
             return identity

@@ -1,0 +1,179 @@
+"""The verification cache: hits, eviction, lifetime, and never a wrong answer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tracemalloc
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import event
+
+from flask_basic_gate import BasicGate
+from flask_basic_gate.cache import VerificationCache
+from flask_basic_gate.identity import KeyIdentity
+
+from .conftest import AppFactory, provision
+
+
+class QueryCounter:
+    """Counts the statements the store sends."""
+
+    def __init__(self, app: Flask) -> None:
+        self.count = 0
+        self.engine = BasicGate.state(app).store.engine
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+
+    def _seen(self, *args: Any) -> None:
+        self.count += 1
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._seen)
+
+
+@pytest.fixture
+def cached_app(app_factory: AppFactory) -> Any:
+    app = app_factory({"BASIC_GATE_CACHE_TTL": 30})
+    provision(app)
+    counter = QueryCounter(app)
+    yield app, counter
+    counter.close()
+
+
+def ok(app: Flask, auth: Any, secret: str = "topsecret", key: str = "criticalmix") -> int:
+    status: int = app.test_client().get("/thing", headers=auth(key, secret)).status_code
+    return status
+
+
+def test_hit_skips_store(cached_app: Any, auth: Any) -> None:
+    app, counter = cached_app
+    assert [ok(app, auth) for _ in range(5)] == [200] * 5
+    assert counter.count == 1
+    assert len(BasicGate.state(app).cache) == 1
+
+
+def test_cache_off_queries_every_time(app_factory: AppFactory, auth: Any) -> None:
+    app = app_factory({"BASIC_GATE_CACHE_TTL": 0})
+    provision(app)
+    counter = QueryCounter(app)
+    try:
+        assert [ok(app, auth) for _ in range(3)] == [200] * 3
+    finally:
+        counter.close()
+    assert counter.count == 3
+    assert len(BasicGate.state(app).cache) == 0
+
+
+def test_cached_entry_never_serves_wrong_secret(cached_app: Any, auth: Any) -> None:
+    app, _ = cached_app
+    assert ok(app, auth) == 200
+    for wrong in ("topsecreT", "topsecret ", "", "topsecre", "other"):
+        assert ok(app, auth, wrong) == 403
+    assert ok(app, auth, key="CRITICALMIX") == 403
+
+
+def test_failures_not_cached(cached_app: Any, auth: Any) -> None:
+    app, counter = cached_app
+    assert ok(app, auth, "wrong") == 403
+    assert ok(app, auth, "wrong") == 403
+    assert counter.count == 2
+    assert len(BasicGate.state(app).cache) == 0
+
+
+def test_disable_evicts_at_once(cached_app: Any, auth: Any) -> None:
+    app, _ = cached_app
+    assert ok(app, auth) == 200
+    with app.app_context():
+        BasicGate.state().store.disable_key("criticalmix")
+    assert ok(app, auth) == 403
+
+
+def test_rotate_evicts_at_once(cached_app: Any, auth: Any) -> None:
+    app, _ = cached_app
+    assert ok(app, auth) == 200
+    with app.app_context():
+        new = BasicGate.state().store.rotate_secret("criticalmix")
+    assert ok(app, auth) == 403
+    assert ok(app, auth, new.secret) == 200
+
+
+def test_delete_and_validity_change_evict(cached_app: Any, auth: Any) -> None:
+    app, _ = cached_app
+    assert ok(app, auth) == 200
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    with app.app_context():
+        BasicGate.state().store.set_validity("criticalmix", expires_at=past)
+    assert ok(app, auth) == 403
+    with app.app_context():
+        BasicGate.state().store.delete_key("criticalmix")
+    assert ok(app, auth) == 403
+
+
+def test_ttl(cached_app: Any, auth: Any) -> None:
+    app, counter = cached_app
+    policy = BasicGate.state(app).policy
+    real = policy.clock
+    assert ok(app, auth) == 200
+    policy.clock = lambda: real() + 29
+    assert ok(app, auth) == 200
+    assert counter.count == 1
+    policy.clock = lambda: real() + 31
+    assert ok(app, auth) == 200
+    assert counter.count == 2
+
+
+def test_entry_never_outlives_secret_expiry(cached_app: Any, auth: Any) -> None:
+    app, _ = cached_app
+    policy = BasicGate.state(app).policy
+    with app.app_context():
+        new = BasicGate.state().store.rotate_secret("criticalmix", grace=5)
+    assert ok(app, auth) == 200  # the old secret, cached until its expiry
+    real = policy.clock
+    policy.clock = lambda: real() + 6
+    assert ok(app, auth) == 403
+    assert ok(app, auth, new.secret) == 200
+
+
+def test_entry_never_outlives_key_expiry(cached_app: Any, auth: Any) -> None:
+    app, _ = cached_app
+    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=5)
+    with app.app_context():
+        BasicGate.state().store.set_validity("criticalmix", expires_at=soon)
+    assert ok(app, auth) == 200
+    policy = BasicGate.state(app).policy
+    real = policy.clock
+    policy.clock = lambda: real() + 6
+    assert ok(app, auth) == 403
+
+
+def test_size_bound() -> None:
+    cache = VerificationCache(3)
+    for n in range(5):
+        cache.put(cache.digest(f"k{n}", "s"), KeyIdentity(f"k{n}", "p", None, None, n), 1e12)
+    assert len(cache) == 3
+    assert cache.get(cache.digest("k0", "s")) is None
+    assert cache.get(cache.digest("k4", "s")) is not None
+
+
+def test_digest_keyed_and_unambiguous() -> None:
+    one, two = VerificationCache(1), VerificationCache(1)
+    assert one.digest("a", "b") != two.digest("a", "b")
+    assert one.digest("a", "b") == one.digest("a", "b")
+    assert one.digest("a", "bc") != one.digest("ab", "c")
+    assert b"topsecret" not in one.digest("criticalmix", "topsecret")
+
+
+def test_ten_thousand_entries_under_ten_megabytes() -> None:
+    cache = VerificationCache(10_000)
+    identities = [
+        KeyIdentity(f"key-{n:06d}", "members", "Dev", "dev@example.com", n) for n in range(10_000)
+    ]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for identity in identities:
+        cache.put(cache.digest(identity.key, "secret"), identity, 1e12)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(cache) == 10_000
+    assert used < 10 * 1024 * 1024, used

@@ -62,7 +62,9 @@ def parse_basic(value: Optional[str]) -> Union[BasicCredentials, HeaderProblem]:
     more spaces. The token must be strict base64. Its bytes are read as
     UTF-8 and, when they are not valid UTF-8, as ISO-8859-1 (what ``requests``
     and older browsers send for non-ASCII credentials). The value is split at
-    the first colon, so ``a:b:c`` is key ``a`` with secret ``b:c``.
+    the first colon, so ``a:b:c`` is key ``a`` with secret ``b:c``. (ISO-8859-1
+    text whose bytes also happen to be valid UTF-8, such as ``"Ã©"``, is read
+    as UTF-8: the two cannot be told apart.)
 
     .. versionadded:: 0.1
     """

@@ -105,17 +105,19 @@ class GatePolicy:
         :return: the caller's identity (``None`` only when ``optional``).
         :raises GateError: the answer the request gets instead.
         """
+        now = self.clock()
+        ttl = self.config.get(cfg.CACHE_TTL, 0)
+        digest = None
+        if ttl and header is not None:
+            digest = self.cache.digest(header)
+            identity = self.cache.get(digest, now)
+            if identity is not None:
+                return identity
         parsed = parse_basic(header)
         if not isinstance(parsed, BasicCredentials):
             if optional and parsed is HeaderProblem.MISSING:
                 return None
             raise self.failure(_PROBLEMS[parsed])
-        cache = self.cache
-        digest = cache.digest(parsed.key, parsed.secret)
-        now = self.clock()
-        identity = cache.get(digest, now)
-        if identity is not None:
-            return identity
         try:
             record = self.store.lookup(parsed.key)
         except StoreUnavailable:
@@ -129,10 +131,10 @@ class GatePolicy:
         identity = KeyIdentity(
             record.key, record.package, record.owner_name, record.owner_email, record.id
         )
-        ttl = float(self.config.get(cfg.CACHE_TTL, 0))
-        if ttl > 0:
+        if digest is not None:
+            # Never past the secret's or the key's own expiry.
             until = min(now + ttl, expires, record.expires or expires)
-            cache.put(digest, identity, until)
+            self.cache.put(digest, identity, until)
         return identity
 
     def verify(self, record: Optional[KeyRecord], secret: str, now: float) -> Optional[float]:

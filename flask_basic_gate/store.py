@@ -157,6 +157,7 @@ class KeyStore:
             )
             .where(key_t.c.key == bindparam("key"))
         )
+        self._prepared: Optional[tuple[str, bool, list[Any], type[Exception]]] = None
 
     # -- reading ---------------------------------------------------------
 
@@ -168,13 +169,7 @@ class KeyStore:
         if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key:
             # Cannot be stored, and PostgreSQL rejects NUL in a query.
             return None
-        try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(self._lookup, {"key": key}).all()
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(
-                f"the key store could not be read: {type(exc).__name__}"
-            ) from exc
+        rows = self._fetch(key)
         # MySQL and MariaDB ignore trailing spaces even under a binary
         # collation; only an exact match counts.
         rows = [row for row in rows if row[1] == key]
@@ -197,6 +192,52 @@ class KeyStore:
             owner_email=first[7],
             secrets=secrets,
         )
+
+    def _fetch(self, key: str) -> list[Any]:
+        # The hot path runs the prebuilt statement, compiled once for this
+        # dialect, on a pooled DBAPI connection: a third of the cost of
+        # Connection.execute, and the same SQL. Result processors (SQLite
+        # keeps datetimes as text) come from the column types.
+        prepared = self._prepared or self._prepare()
+        sql, positional, processors, dbapi_error = prepared
+        try:
+            conn = self.engine.raw_connection()
+        except (SQLAlchemyError, dbapi_error) as exc:
+            raise StoreUnavailable(f"the key store is unreachable: {type(exc).__name__}") from exc
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(sql, (key,) if positional else {"key": key})
+                raw = cursor.fetchall()
+            finally:
+                cursor.close()
+        except dbapi_error as exc:
+            conn.invalidate(exc)
+            raise StoreUnavailable(
+                f"the key store could not be read: {type(exc).__name__}"
+            ) from exc
+        finally:
+            conn.close()
+        return [
+            [
+                value if fn is None or value is None else fn(value)
+                for fn, value in zip(processors, row)
+            ]
+            for row in raw
+        ]
+
+    def _prepare(self) -> tuple[str, bool, list[Any], type[Exception]]:
+        dialect = self.engine.dialect
+        compiled = self._lookup.compile(dialect=dialect)
+        if compiled.positional and list(compiled.positiontup or ()) != ["key"]:
+            raise RuntimeError(f"unexpected parameters in the lookup: {compiled.positiontup}")
+        processors = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in self._lookup.selected_columns
+        ]
+        dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+        self._prepared = (compiled.string, bool(compiled.positional), processors, dbapi_error)
+        return self._prepared
 
     def list_keys(self, package: Optional[str] = None) -> list[KeyInfo]:
         """Every key (of one package), with the number of secrets it holds."""

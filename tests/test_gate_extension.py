@@ -267,10 +267,10 @@ def test_decorator_without_init_app_on_app() -> None:
 def test_guard_and_decorator_query_once(app_factory: AppFactory, auth: Any) -> None:
     app = app_factory({"BASIC_GATE_CACHE_TTL": 0})
     provision(app)
-    statements: list[str] = []
+    trips: list[int] = []
     engine = BasicGate.state(app).store.engine
-    listener = lambda *args: statements.append(args[2])  # noqa: E731
-    event.listen(engine, "before_cursor_execute", listener)
+    listener = lambda *args: trips.append(1)  # noqa: E731
+    event.listen(engine, "checkout", listener)
     try:
         client = app.test_client()
         for _ in range(3):
@@ -278,10 +278,10 @@ def test_guard_and_decorator_query_once(app_factory: AppFactory, auth: Any) -> N
                 client.get("/decorated", headers=auth("criticalmix", "topsecret")).status_code
                 == 200
             )
+        assert client.get("/decorated", headers=auth("criticalmix", "wrong")).status_code == 403
     finally:
-        event.remove(engine, "before_cursor_execute", listener)
-    assert len(statements) == 3
-    assert all("basic_gate_key" in s for s in statements)
+        event.remove(engine, "checkout", listener)
+    assert len(trips) == 4
 
 
 def test_identity_not_seen_by_next_request(app: Flask, auth: Any) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "INVALID_CREDENTIALS",
     "KEY_INACTIVE",
     "StoreUnavailable",
+    "error_body",
 ]
 
 #: errorCode: the request has no ``Authorization`` header.
@@ -47,6 +48,17 @@ MESSAGES = {
     KEY_INACTIVE: "Account Inactive",
     GATE_UNAVAILABLE: "Authentication is temporarily unavailable",
 }
+
+
+def error_body(error_code: str, message: str) -> str:
+    """The gateway's JSON error body, for the app's own errors to match.
+
+    .. versionadded:: 0.1
+    """
+    return json.dumps(
+        {"errorCode": error_code, "errorMessage": message, "errors": []},
+        separators=(", ", ": "),
+    )
 
 
 class StoreUnavailable(Exception):
@@ -92,10 +104,7 @@ class GateError(HTTPException):
 
     def body(self) -> str:
         """The JSON body, byte for byte the same for the same errorCode."""
-        return json.dumps(
-            {"errorCode": self.error_code, "errorMessage": self.error_message, "errors": []},
-            separators=(", ", ": "),
-        )
+        return error_body(self.error_code, self.error_message)
 
     def get_body(self, environ: Any = None, scope: Any = None) -> str:
         """The JSON body (werkzeug calls this to render the exception)."""

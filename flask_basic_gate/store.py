@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Callable, NamedTuple, Optional, Union
 
@@ -22,11 +22,13 @@ from sqlalchemy.orm import Session
 
 from . import config as cfg
 from .errors import StoreUnavailable
-from .hashing import generate_secret, hash_secret
+from .hashing import StoredSecret, generate_secret, hash_secret
 from .models import ACTIVE, DISABLED, Models
 
 __all__ = [
     "AdminError",
+    "ImportRowError",
+    "KeyImport",
     "KeyInfo",
     "KeyRecord",
     "KeyStore",
@@ -85,6 +87,33 @@ class KeyInfo(NamedTuple):
     expires_at: Optional[dt.datetime]
     secrets: int
     created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyImport:
+    """One key to load with :meth:`KeyStore.import_keys`.
+
+    The secret is the plaintext a platform kept; it is hashed on the way in
+    and left out of the repr.
+    """
+
+    key: str
+    secret: str = dataclasses.field(repr=False)
+    package: str
+    status: str = ACTIVE
+    owner_email: Optional[str] = None
+    owner_name: Optional[str] = None
+
+
+class ImportRowError(AdminError):
+    """The row at :attr:`index` of an import cannot be loaded; nothing was."""
+
+    def __init__(self, index: int, problem: str, *, unknown_package: bool = False) -> None:
+        super().__init__(problem)
+        #: Position of the first bad row in the rows given.
+        self.index = index
+        #: The row names a package that does not exist.
+        self.unknown_package = unknown_package
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,8 +312,7 @@ class KeyStore:
 
         :raises AdminError: when the name is empty or taken.
         """
-        if not name or len(name) > MAX_KEY_LENGTH:
-            raise AdminError("a package name must have 1 to 255 characters")
+        _check_name(name)
         with self._writing(f"package {name!r} exists already") as session:
             session.add(self.models.Package(name=name))
 
@@ -398,20 +426,109 @@ class KeyStore:
             session.delete(self._key(session, key))
         self._changed(key)
 
+    def check_import(self, rows: Sequence[KeyImport], *, create_packages: bool = False) -> None:
+        """Check rows for :meth:`import_keys` without writing anything.
+
+        :raises ImportRowError: for the first row that is malformed, names a
+            key that exists already (or twice), or an unknown package while
+            ``create_packages`` is false.
+        """
+        seen: dict[str, int] = {}
+        for index, row in enumerate(rows):
+            try:
+                _check_key(row.key)
+                _check_name(row.package)
+            except AdminError as exc:
+                raise ImportRowError(index, str(exc)) from None
+            if not row.secret:
+                raise ImportRowError(index, f"key {row.key!r} has no secret")
+            if row.status not in (ACTIVE, DISABLED):
+                raise ImportRowError(index, f"the status must be {ACTIVE!r} or {DISABLED!r}")
+            if row.key in seen:
+                raise ImportRowError(index, f"key {row.key!r} appears twice")
+            seen[row.key] = index
+        with self._session() as session:
+            packages = self._packages_named(session, {row.package for row in rows})
+            taken = self._keys_named(session, list(seen))
+        for index, row in enumerate(rows):
+            if row.key in taken:
+                raise ImportRowError(index, f"key {row.key!r} exists already")
+            if not create_packages and row.package not in packages:
+                raise ImportRowError(
+                    index, f"no package named {row.package!r}", unknown_package=True
+                )
+
+    def import_keys(self, rows: Sequence[KeyImport], *, create_packages: bool = False) -> list[str]:
+        """Load keys with their plaintext secrets, all or nothing.
+
+        Secrets are hashed like a person's (``BASIC_GATE_HASH_METHOD``)
+        before the one transaction opens, so a slow KDF holds no locks.
+
+        :param create_packages: create the packages that do not exist yet.
+        :return: the names of the packages created.
+        :raises ImportRowError: see :meth:`check_import`.
+        :raises AdminError: a key or package appeared meanwhile; nothing was
+            written.
+        """
+        self.check_import(rows, create_packages=create_packages)
+        stored = [self._hash(row.secret, generated=False) for row in rows]
+        created: list[str] = []
+        conflict = "a key or package of the import was created meanwhile; nothing was imported"
+        m = self.models
+        with self._writing(conflict) as session:
+            packages = self._packages_named(session, {row.package for row in rows})
+            for row, secret in zip(rows, stored):
+                package = packages.get(row.package)
+                if package is None:
+                    package = packages[row.package] = m.Package(name=row.package)
+                    session.add(package)
+                    created.append(row.package)
+                record = m.PackageKey(
+                    key=row.key,
+                    package=package,
+                    status=row.status,
+                    owner_email=row.owner_email,
+                    owner_name=row.owner_name,
+                )
+                record.secrets.append(m.KeySecret(method=secret.method, value=secret.value))
+                session.add(record)
+        return created
+
     # -- helpers ---------------------------------------------------------
 
-    def _new_secret(self, secret: Optional[str]) -> tuple[str, Any]:
+    def _new_secret(self, secret: Optional[str]) -> tuple[str, StoredSecret]:
         generated = secret is None
         plain = generate_secret() if secret is None else secret
         if not plain:
             raise AdminError("a secret cannot be empty")
-        stored = hash_secret(
+        return plain, self._hash(plain, generated=generated)
+
+    def _hash(self, plain: str, *, generated: bool) -> StoredSecret:
+        return hash_secret(
             plain,
             generated=generated,
             kdf_method=self._config.get(cfg.HASH_METHOD, "scrypt"),
             plaintext=bool(self._config.get(cfg.STORE_PLAINTEXT_SECRETS)),
         )
-        return plain, stored
+
+    def _packages_named(self, session: Session, names: set[str]) -> dict[str, Any]:
+        """The packages of these names that exist (exact matches only)."""
+        m = self.models
+        found: dict[str, Any] = {}
+        for part in _chunks(sorted(names)):
+            for package in session.scalars(select(m.Package).where(m.Package.name.in_(part))):
+                found[package.name] = package
+        return {name: p for name, p in found.items() if name in names}
+
+    def _keys_named(self, session: Session, keys: Sequence[str]) -> set[str]:
+        """Which of these keys exist (exact matches only)."""
+        m = self.models
+        found: set[str] = set()
+        for part in _chunks(keys):
+            found.update(
+                session.scalars(select(m.PackageKey.key).where(m.PackageKey.key.in_(part)))
+            )
+        return found & set(keys)
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -451,6 +568,20 @@ class KeyStore:
     def _changed(self, key: str) -> None:
         for listener in self.on_change:
             listener(key)
+
+
+#: Names looked up per query (well under every backend's bound-parameter limit).
+_CHUNK = 500
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name) > MAX_KEY_LENGTH:
+        raise AdminError("a package name must have 1 to 255 characters")
 
 
 def _check_key(key: str) -> None:

@@ -1,19 +1,440 @@
-"""The ``flask basic-gate`` commands: key administration from the shell."""
+"""The ``flask basic-gate`` commands: key administration from the shell.
+
+Every command runs in the app context and calls the app's
+:class:`~flask_basic_gate.store.KeyStore`. Bad input (an unknown package or
+key, a duplicate key, a bad date, a bad CSV row) ends the command with a
+one-line error on stderr and exit status 1, and nothing is written.
+
+A secret is printed only once: by ``create-key`` and ``rotate-secret``, in
+the two lines ``key: <KEY>`` and ``secret: <SECRET>`` that scripts can read.
+No other command prints a secret or a stored hash.
+
+A change made here reaches the process that made it at once; servers running
+elsewhere see it when their cached verification of the key expires, within
+``BASIC_GATE_CACHE_TTL`` seconds.
+"""
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NamedTuple, Optional, TextIO
+
 import click
 from flask.cli import AppGroup
+from sqlalchemy.exc import SQLAlchemyError
+
+from .extension import BasicGate
+from .models import ACTIVE, DISABLED
+from .store import (
+    MAX_KEY_LENGTH,
+    AdminError,
+    ImportRowError,
+    KeyImport,
+    KeyInfo,
+    KeyStore,
+    NewSecret,
+)
 
 __all__ = ["basic_gate_cli"]
 
 basic_gate_cli = AppGroup("basic-gate", help="Manage the gate's packages, keys and secrets.")
 
+# Columns of an import-keys file, by their normalised header name (lower
+# case, "_" and "-" read as spaces), and the field each fills.
+_IMPORT_COLUMNS = {
+    "key": "key",
+    "secret": "secret",
+    "package": "package",
+    "status": "status",
+    "developer email": "owner_email",
+}
+_REQUIRED_COLUMNS = ("key", "secret", "package")
+# The longest grace period rotate-secret accepts: ten years, in seconds.
+_MAX_GRACE = 10 * 365 * 24 * 3600
+
+
+def _store() -> KeyStore:
+    return BasicGate.state().store
+
+
+@contextmanager
+def _admin_errors() -> Iterator[None]:
+    """Turn the store's refusals and database failures into one-line errors."""
+    try:
+        yield
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from None
+    except SQLAlchemyError as exc:
+        # The driver's message may quote the statement's parameters, so only
+        # the error's type is shown.
+        raise click.ClickException(
+            f"the database could not be used ({type(exc).__name__}): check"
+            " SQLALCHEMY_DATABASE_URI, and run 'flask basic-gate init-db' if the gate's"
+            " tables do not exist yet"
+        ) from None
+
+
+def _parse_when(value: str, option: str) -> dt.datetime:
+    """Read an ISO 8601 date or date and time as naive UTC.
+
+    A trailing ``Z`` means UTC, and so does a value without an offset.
+
+    :param option: the option's name, for the error message.
+    :raises click.ClickException: the value is not ISO 8601.
+    """
+    text = value.strip()
+    if text[-1:] in ("Z", "z"):
+        # datetime.fromisoformat reads "Z" only from Python 3.11 on.
+        text = text[:-1] + "+00:00"
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.ClickException(
+            f"{option} {value!r} is not an ISO 8601 date or time,"
+            " such as 2027-01-31 or 2027-01-31T12:00:00Z"
+        ) from None
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return when
+
+
+def _read_secret(secret: Optional[str]) -> Optional[str]:
+    """``-`` reads the secret from the first line of standard input, which
+    keeps it out of the shell's history and the process list."""
+    if secret != "-":
+        return secret
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _show(new: NewSecret) -> None:
+    # Exactly two lines, for scripts; the only place a secret is printed.
+    click.echo(f"key: {new.key}")
+    click.echo(f"secret: {new.secret}")
+
 
 @basic_gate_cli.command("init-db")
 def init_db() -> None:
     """Create the gate's tables (only those)."""
-    from .extension import BasicGate
-
-    BasicGate.state().store.create_tables()
+    with _admin_errors():
+        _store().create_tables()
     click.echo("basic-gate tables created")
+
+
+@basic_gate_cli.command("create-package")
+@click.argument("name")
+def create_package(name: str) -> None:
+    """Create the package NAME."""
+    with _admin_errors():
+        _store().create_package(name)
+    click.echo(f"package {name!r} created")
+
+
+@basic_gate_cli.command("create-key")
+@click.option("--package", required=True, metavar="NAME", help="The package the key belongs to.")
+@click.option("--key", metavar="KEY", help="The key (Basic user name); generated when left out.")
+@click.option(
+    "--secret",
+    metavar="SECRET",
+    help="The secret; generated when left out. '-' reads it from standard input.",
+)
+@click.option("--developer", metavar="EMAIL", help="Email of the developer who owns the key.")
+@click.option("--owner", metavar="NAME", help="Name of the developer or application.")
+@click.option("--not-before", metavar="ISO8601", help="The key works from then on (UTC).")
+@click.option("--expires", metavar="ISO8601", help="The key stops working then (UTC).")
+def create_key(
+    package: str,
+    key: Optional[str],
+    secret: Optional[str],
+    developer: Optional[str],
+    owner: Optional[str],
+    not_before: Optional[str],
+    expires: Optional[str],
+) -> None:
+    """Create a key in a package and print it with its secret.
+
+    Prints two lines, 'key: KEY' and 'secret: SECRET'. A generated secret is
+    shown this once: only its digest is stored.
+    """
+    starts = _parse_when(not_before, "--not-before") if not_before is not None else None
+    ends = _parse_when(expires, "--expires") if expires is not None else None
+    if ends is not None and ends <= _utcnow():
+        raise click.ClickException(f"--expires {expires!r} is in the past")
+    with _admin_errors():
+        new = _store().create_key(
+            package,
+            key=key,
+            secret=_read_secret(secret),
+            owner_name=owner,
+            owner_email=developer,
+            not_before=starts,
+            expires_at=ends,
+        )
+    _show(new)
+
+
+@basic_gate_cli.command("disable-key")
+@click.argument("key")
+def disable_key(key: str) -> None:
+    """Switch KEY off (its secrets are kept)."""
+    with _admin_errors():
+        _store().disable_key(key)
+    click.echo(f"key {key!r} disabled")
+
+
+@basic_gate_cli.command("enable-key")
+@click.argument("key")
+def enable_key(key: str) -> None:
+    """Switch KEY back on."""
+    with _admin_errors():
+        _store().enable_key(key)
+    click.echo(f"key {key!r} enabled")
+
+
+@basic_gate_cli.command("rotate-secret")
+@click.argument("key")
+@click.option(
+    "--secret",
+    metavar="NEW",
+    help="The new secret; generated when left out. '-' reads it from standard input.",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the current secrets keep working.",
+)
+def rotate_secret(key: str, secret: Optional[str], grace: float) -> None:
+    """Give KEY a new secret that works at once, and print it.
+
+    The current secrets keep working for --grace seconds (default 0: they
+    stop at once). Prints 'key: KEY' and 'secret: SECRET'.
+    """
+    if not math.isfinite(grace) or grace > _MAX_GRACE:
+        raise click.ClickException(
+            f"--grace {grace:g} is out of range: give 0 to {_MAX_GRACE} seconds"
+        )
+    with _admin_errors():
+        new = _store().rotate_secret(key, _read_secret(secret), grace=grace)
+    _show(new)
+
+
+@basic_gate_cli.command("list-keys")
+@click.option("--package", metavar="NAME", help="Only the keys of this package.")
+def list_keys(package: Optional[str]) -> None:
+    """List the keys: package, status, owner, number of secrets, expiry.
+
+    Never shows a secret.
+    """
+    with _admin_errors():
+        keys = _store().list_keys(package)
+    if not keys:
+        click.echo("no keys" if package is None else f"no keys in package {package!r}")
+        return
+    rows = [("KEY", "PACKAGE", "STATUS", "OWNER", "SECRETS", "EXPIRES")]
+    rows.extend(_key_row(info) for info in keys)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _key_row(info: KeyInfo) -> tuple[str, str, str, str, str, str]:
+    if info.owner_name and info.owner_email:
+        owner = f"{info.owner_name} <{info.owner_email}>"
+    else:
+        owner = info.owner_name or info.owner_email or "-"
+    expires = _iso(info.expires_at) if info.expires_at is not None else "never"
+    return (info.key, info.package, info.status, owner, str(info.secrets), expires)
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+# -- import-keys ---------------------------------------------------------------
+#
+# Reading the file is the command's job; checking rows against the database
+# and the one-transaction write are the store's (KeyStore.import_keys).
+
+
+class _ImportRow(NamedTuple):
+    """One key read from an import-keys file."""
+
+    #: The line of the file the row starts on (the header is line 1).
+    line: int
+    key: str
+    #: The plaintext secret, as the platform kept it; hashed before storing.
+    secret: str
+    package: str
+    #: ``active`` or ``disabled``.
+    status: str
+    owner_email: Optional[str]
+
+    def __repr__(self) -> str:
+        # Never show the secret.
+        return f"_ImportRow(line={self.line}, key={self.key!r}, package={self.package!r})"
+
+
+class _BadRow(Exception):
+    """A row that cannot be imported, with its line number."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(f"line {line}: {problem}")
+        self.line = line
+
+
+def _column(name: str) -> str:
+    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
+
+
+def _read_import_file(stream: TextIO) -> tuple[list[_ImportRow], Optional[_BadRow]]:
+    """Read an import-keys CSV file up to its first malformed row.
+
+    The first line names the columns (key, secret and package are required;
+    status and developer email are optional). Surrounding spaces are
+    stripped from every value except the secret, which is taken exactly.
+    Blank lines are skipped.
+
+    :return: the rows before the first malformed one, and that row's error
+        (``None`` when the whole file is well formed).
+    :raises click.ClickException: the header is unusable.
+    """
+    reader = csv.reader(stream, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise click.ClickException(
+            "the file is empty: its first line must name the columns"
+            " key,secret,package,status,developer email"
+        ) from None
+    except csv.Error as exc:
+        raise click.ClickException(f"line 1: {exc}") from None
+    names = [_column(name) for name in header]
+    unknown = [raw for raw, name in zip(header, names) if name not in _IMPORT_COLUMNS]
+    if unknown:
+        raise click.ClickException(
+            f"line 1: unknown column {unknown[0]!r}; the columns are"
+            " key, secret, package, status, developer email"
+        )
+    missing = [name for name in _REQUIRED_COLUMNS if name not in names]
+    if missing:
+        raise click.ClickException(f"line 1: the column {missing[0]!r} is missing")
+    twice = [name for name in _IMPORT_COLUMNS if names.count(name) > 1]
+    if twice:
+        raise click.ClickException(f"line 1: the column {twice[0]!r} appears twice")
+    fields = [_IMPORT_COLUMNS[name] for name in names]
+
+    rows: list[_ImportRow] = []
+    seen: dict[str, int] = {}
+    end = reader.line_num
+    while True:
+        line = end + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return rows, None
+        except csv.Error as exc:
+            return rows, _BadRow(line, str(exc))
+        end = reader.line_num
+        if not any(value.strip() for value in values):
+            continue
+        try:
+            row = _import_row(line, fields, values)
+        except _BadRow as bad:
+            return rows, bad
+        if row.key in seen:
+            return rows, _BadRow(line, f"key {row.key!r} is also on line {seen[row.key]}")
+        seen[row.key] = line
+        rows.append(row)
+
+
+def _import_row(line: int, fields: list[str], values: list[str]) -> _ImportRow:
+    if len(values) != len(fields):
+        raise _BadRow(line, f"{len(values)} values for {len(fields)} columns")
+    data = {
+        field: value if field == "secret" else value.strip() for field, value in zip(fields, values)
+    }
+    key = data["key"]
+    if not key or len(key) > MAX_KEY_LENGTH or ":" in key or "\x00" in key:
+        raise _BadRow(line, "a key must have 1 to 255 characters and no colon or NUL")
+    if not data["secret"]:
+        raise _BadRow(line, f"key {key!r} has no secret")
+    package = data["package"]
+    if not package or len(package) > MAX_KEY_LENGTH:
+        raise _BadRow(line, "a package name must have 1 to 255 characters")
+    status = data.get("status", "").lower() or ACTIVE
+    if status not in (ACTIVE, DISABLED):
+        # The value is not shown: in a file whose columns are mixed up it
+        # could be a secret.
+        raise _BadRow(line, f"the status must be {ACTIVE!r} or {DISABLED!r} (or empty)")
+    email = data.get("owner_email") or None
+    if email is not None and len(email) > 255:
+        raise _BadRow(line, "a developer email must have at most 255 characters")
+    return _ImportRow(line, key, data["secret"], package, status, email)
+
+
+def _read_file(file: str) -> tuple[list[_ImportRow], Optional[_BadRow]]:
+    try:
+        if file == "-":
+            return _read_import_file(sys.stdin)
+        with open(file, encoding="utf-8-sig", newline="") as stream:
+            return _read_import_file(stream)
+    except OSError as exc:
+        raise click.ClickException(f"{file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{file} is not UTF-8 text") from None
+
+
+@basic_gate_cli.command("import-keys")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--create-packages",
+    is_flag=True,
+    help="Create the packages the file names that do not exist yet (default: refuse).",
+)
+def import_keys(file: str, create_packages: bool) -> None:
+    """Load keys with their plaintext secrets from the CSV file FILE.
+
+    The first line names the columns: key, secret, package, status (active
+    or disabled; empty means active) and developer email; the last two may
+    be left out. Each secret is hashed with BASIC_GATE_HASH_METHOD on the way
+    in. All or nothing: the first bad row is reported with its line number
+    and no key is imported. A key that exists already is a bad row, and so
+    is an unknown package unless --create-packages is given. '-' reads
+    standard input.
+    """
+    store = _store()
+    rows, bad = _read_file(file)
+    keys = [
+        KeyImport(row.key, row.secret, row.package, row.status, row.owner_email) for row in rows
+    ]
+    with _admin_errors():
+        try:
+            # A bad row before the first malformed line is the first bad row.
+            store.check_import(keys, create_packages=create_packages)
+            if bad is not None:
+                raise click.ClickException(f"{bad}; nothing was imported")
+            if len(keys) >= 20:
+                # scrypt takes about 0.1 s a secret: say why this takes time.
+                click.echo(f"hashing {len(keys)} secrets...", err=True)
+            created = store.import_keys(keys, create_packages=create_packages)
+        except ImportRowError as exc:
+            hint = (
+                " (create it first, or pass --create-packages)" if "no package" in str(exc) else ""
+            )
+            line = rows[exc.index].line
+            raise click.ClickException(f"line {line}: {exc}{hint}; nothing was imported") from None
+    message = f"imported {len(rows)} key{'' if len(rows) == 1 else 's'}"
+    if created:
+        message += f" (packages created: {', '.join(created)})"
+    click.echo(message)

@@ -1,6 +1,6 @@
 """The in-process verification cache.
 
-A successful verification is remembered under a keyed BLAKE2b digest of the
+A successful verification is remembered under a keyed SHA-256 digest of the
 credentials as sent (the ``Authorization`` value, the base64 of
 ``key:secret``), never under the secret itself, so a hit costs one digest and
 one dict lookup: no parsing, no query, no hash verification. The digest key
@@ -47,10 +47,10 @@ class VerificationCache:
 
         The value is the base64 of ``key:secret``, so this is a keyed digest
         of the credentials as sent; it lets a hit skip parsing altogether.
+        SHA-256 over a random per-cache prefix: the digest reveals nothing of
+        the secret, and without the prefix nobody can compute it.
         """
-        return hashlib.blake2b(
-            authorization.encode("utf-8", "surrogatepass"), key=self._salt, digest_size=16
-        ).digest()
+        return hashlib.sha256(self._salt + authorization.encode("utf-8", "surrogatepass")).digest()
 
     def get(self, digest: bytes, now: Optional[float] = None) -> Optional[KeyIdentity]:
         """The identity remembered under ``digest``, if still fresh."""

@@ -79,6 +79,7 @@ class GateError(HTTPException):
     :param headers: extra response headers, such as ``WWW-Authenticate`` or
         the gateway's ``X-Mashery-Error-Code``.
     :param key: the key the request named, for logs (never the secret).
+    :param package: the key's package, when known, for logs.
 
     The body is ``{"errorCode": ..., "errorMessage": ..., "errors": []}``
     with ``Content-Type: application/json``.
@@ -93,6 +94,7 @@ class GateError(HTTPException):
         headers: Optional[Iterable[tuple[str, str]]] = None,
         *,
         key: Optional[str] = None,
+        package: Optional[str] = None,
     ) -> None:
         super().__init__(MESSAGES[error_code])
         self.code = status
@@ -101,6 +103,8 @@ class GateError(HTTPException):
         self.extra_headers: list[tuple[str, str]] = list(headers or ())
         #: The key the request named, when it got that far (never the secret).
         self.key = key
+        #: The key's package, when the key was found and its secret matched.
+        self.package = package
 
     def body(self) -> str:
         """The JSON body, byte for byte the same for the same errorCode."""

@@ -10,9 +10,20 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, TypeVar, Union, overload
+from collections.abc import Mapping
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Literal,
+    NamedTuple,
+    Optional,
+    TypeVar,
+    Union,
+    overload,
+)
 
-from flask import Blueprint, Flask, current_app, has_request_context, request
+from flask import Blueprint, Config, Flask, current_app, has_request_context, request
 from werkzeug.local import LocalProxy
 
 from . import config as cfg
@@ -88,8 +99,10 @@ class BasicGate:
     ) -> None:
         self.db = db
         self.policy_class = policy_class
-        self._exempt_blueprints: set[str] = set()
-        self._protected_blueprints: set[str] = set()
+        # Blueprint objects, not names: a blueprint registered under another
+        # name, or nested (a dotted name), is still the same object.
+        self._exempt_blueprints: set[Blueprint] = set()
+        self._protected_blueprints: set[Blueprint] = set()
         if app is not None:
             self.init_app(app)
 
@@ -129,8 +142,13 @@ class BasicGate:
         store = KeyStore(get_models(db, bind_key), engine, app.config)
         cache = VerificationCache(app.config[cfg.CACHE_SIZE])
         policy = self.policy_class(store, app.config, cache)
-        app.extensions[EXTENSION_NAME] = GateState(self, policy, store, cache)
-        app.before_request(self._guard)
+        state = GateState(self, policy, store, cache)
+        app.extensions[EXTENSION_NAME] = state
+        # Bound to this app's config, views and state: the guard runs on
+        # every request and needs no lookup through current_app.
+        app.before_request(
+            functools.partial(self._guard, app.config, app.view_functions, app.blueprints, state)
+        )
 
         from .cli import basic_gate_cli
 
@@ -213,77 +231,161 @@ class BasicGate:
     def exempt(self, view: Union[F, Blueprint]) -> Union[F, Blueprint]:
         """Leave a view or a whole blueprint open under ``BASIC_GATE_PROTECT_ALL``.
 
-        Only marks; a view that is also decorated with :meth:`required` is
-        still checked by the decorator.
+        Only marks. A view decorated with :meth:`required` stays protected,
+        in whichever order the two decorators are applied: the explicit
+        requirement wins.
         """
         if isinstance(view, Blueprint):
-            self._exempt_blueprints.add(view.name)
-        else:
+            self._exempt_blueprints.add(view)
+        elif not isinstance(getattr(view, _MARK, None), _Required):
             setattr(view, _MARK, _EXEMPT)
         return view
 
     def protect(self, blueprint: Blueprint) -> Blueprint:
         """Guard every route of ``blueprint`` (for ``BASIC_GATE_PROTECT_ALL = False``)."""
-        self._protected_blueprints.add(blueprint.name)
+        self._protected_blueprints.add(blueprint)
         return blueprint
 
     # -- the guard -----------------------------------------------------------
 
-    def _guard(self) -> None:
-        """``before_request``: decide whether this request is protected."""
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        config = app.config
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        if req.method in config[cfg.EXEMPT_METHODS]:
-            return
-        endpoint = req.endpoint
-        view = app.view_functions.get(endpoint) if endpoint is not None else None
-        mark = getattr(view, _MARK, None)
-        if mark == _EXEMPT or (endpoint is not None and _is_static(endpoint)):
-            return
-        protect = mark is not None or config[cfg.PROTECT_ALL]
+    def protection(
+        self, endpoint: Optional[str], method: str = "GET", app: Optional[Flask] = None
+    ) -> Optional[Literal["required", "optional"]]:
+        """Whether the gate asks for credentials on a request to ``endpoint``.
+
+        The guard asks this on every request; documentation generators (see
+        :mod:`flask_basic_gate.openapi`) ask it per route.
+
+        :param endpoint: the endpoint name, or ``None`` for a URL no route
+            matches.
+        :param method: the request's HTTP method.
+        :param app: the app (default: the current app).
+        :return: ``"required"``; ``"optional"`` (checked only when
+            credentials are sent); or ``None`` when the request goes through
+            unchecked (exempt view, blueprint or method, static files, or a
+            route nothing protects under ``BASIC_GATE_PROTECT_ALL = False``).
+        """
+        app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+        self.state(app)
+        return self._decide(
+            app.config, app.view_functions, app.blueprints, method.upper(), endpoint
+        )
+
+    def _decide(
+        self,
+        config: Config,
+        views: dict[str, Any],
+        blueprints: Mapping[str, Any],
+        method: str,
+        endpoint: Optional[str],
+    ) -> Optional[Literal["required", "optional"]]:
+        if method in config[cfg.EXEMPT_METHODS]:
+            return None
+        if endpoint is None:  # no route: guarded like a gateway, then 404
+            return "required" if config[cfg.PROTECT_ALL] else None
+        mark = getattr(views.get(endpoint), _MARK, None)
+        if mark == _EXEMPT or _is_static(endpoint):
+            return None
+        required = isinstance(mark, _Required)
+        protect = required or config[cfg.PROTECT_ALL]
         if self._exempt_blueprints or self._protected_blueprints:
-            blueprints = req.blueprints
-            if not self._exempt_blueprints.isdisjoint(blueprints):
-                return  # a decorated view still checks itself
-            protect = protect or not self._protected_blueprints.isdisjoint(blueprints)
-        if protect:
-            self._authenticate(app, req, mark.optional if mark is not None else False)
+            chain = [blueprints.get(name) for name in _blueprint_names(endpoint)]
+            if not self._exempt_blueprints.isdisjoint(chain):
+                protect = required  # the decorator's explicit requirement wins
+            elif not self._protected_blueprints.isdisjoint(chain):
+                protect = True
+        if not protect:
+            return None
+        return "optional" if isinstance(mark, _Required) and mark.optional else "required"
+
+    def _guard(
+        self,
+        config: Config,
+        views: dict[str, Any],
+        blueprints: Mapping[str, Any],
+        state: GateState,
+    ) -> None:
+        """``before_request`` (bound per app): authenticate a protected request."""
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        rule = req.url_rule
+        decision = self._decide(
+            config, views, blueprints, req.method, rule.endpoint if rule is not None else None
+        )
+        if decision is not None:
+            self._authenticate(state, req, decision == "optional")
 
     def _check(self, optional: bool) -> None:
         """Run by a decorated view before its body."""
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self.state()  # a clear error when init_app never ran on this app
         req = request._get_current_object()  # type: ignore[attr-defined]
-        self.state(app)  # a clear error when init_app never ran on this app
-        if req.method in app.config[cfg.EXEMPT_METHODS]:
+        if req.method in state.policy.config[cfg.EXEMPT_METHODS]:
             return
-        self._authenticate(app, req, optional)
+        self._authenticate(state, req, optional)
 
-    def _authenticate(self, app: Flask, req: Any, optional: bool) -> None:
+    def _authenticate(self, state: GateState, req: Any, optional: bool) -> None:
         environ = req.environ
         done = environ.get(ENVIRON_KEY, _UNSET)
         if done is not _UNSET and (done is not None or optional):
             return
-        state = app.extensions[EXTENSION_NAME]
         try:
             identity = state.policy.authenticate(
                 environ.get("HTTP_AUTHORIZATION"), optional=optional
             )
         except GateError as error:
             if logger.isEnabledFor(logging.INFO):
-                logger.info(
-                    "rejected errorCode=%s status=%s key=%r client=%s",
-                    error.error_code,
-                    error.code,
+                _log(
+                    logging.INFO,
+                    "rejected",
                     error.key,
+                    error.package,
                     req.remote_addr,
+                    error_code=error.error_code,
+                    status=error.code,
                 )
             if request_rejected.receivers:
-                request_rejected.send(app, error_code=error.error_code, status=error.code)
+                request_rejected.send(
+                    current_app._get_current_object(),  # type: ignore[attr-defined]
+                    error_code=error.error_code,
+                    status=error.code,
+                )
             raise
         environ[ENVIRON_KEY] = identity
-        if identity is not None and request_authenticated.receivers:
-            request_authenticated.send(app, key=identity)
+        if identity is None:
+            return
+        if logger.isEnabledFor(logging.DEBUG):
+            _log(logging.DEBUG, "authenticated", identity.key, identity.package, req.remote_addr)
+        if request_authenticated.receivers:
+            request_authenticated.send(
+                current_app._get_current_object(),  # type: ignore[attr-defined]
+                key=identity,
+            )
+
+
+def _log(
+    level: int,
+    event: str,
+    key: Optional[str],
+    package: Optional[str],
+    client: Optional[str],
+    **more: Any,
+) -> None:
+    # One line a decision, with the same fields as a dict on the record
+    # (``record.basic_gate``) for JSON log formatters. Never the secret or
+    # the raw header; %r keeps a hostile key from forging log lines.
+    fields = {"event": event, "key": key, "package": package, "client": client, **more}
+    text = " ".join(f"{name}={value!r}" for name, value in fields.items() if name != "event")
+    logger.log(level, "%s %s", event, text, extra={"basic_gate": fields})
+
+
+def _blueprint_names(endpoint: str) -> list[str]:
+    # What flask.Request.blueprints gives for ``endpoint``: the blueprint's
+    # dotted name, then each parent's (the keys of app.blueprints).
+    names = []
+    name = endpoint.rpartition(".")[0]
+    while name:
+        names.append(name)
+        name = name.rpartition(".")[0]
+    return names
 
 
 def _is_static(endpoint: str) -> bool:

@@ -127,7 +127,7 @@ class GatePolicy:
         if record is None or expires is None:
             raise self.failure(INVALID_CREDENTIALS, parsed.key)
         if not self.is_active(record, now):
-            raise self.failure(KEY_INACTIVE, parsed.key)
+            raise self.failure(KEY_INACTIVE, parsed.key, record.package)
         identity = KeyIdentity(
             record.key, record.package, record.owner_name, record.owner_email, record.id
         )
@@ -164,20 +164,23 @@ class GatePolicy:
             return False
         return record.expires is None or now < record.expires
 
-    def failure(self, error_code: str, key: Optional[str] = None) -> GateError:
+    def failure(
+        self, error_code: str, key: Optional[str] = None, package: Optional[str] = None
+    ) -> GateError:
         """The error for ``error_code`` in the configured response mode.
 
         :param key: the key the request named, kept on the error for logs.
+        :param package: the key's package, when known, for logs.
         """
         if error_code == GATE_UNAVAILABLE:
-            return GateError(503, error_code, key=key)
+            return GateError(503, error_code, key=key, package=package)
         mashery = cfg.parse_bool(cfg.MASHERY_MODE, self.config.get(cfg.MASHERY_MODE, False))
         if mashery:
             # The platform's legacy mode: never a 401, never a challenge.
             headers = _INACTIVE if error_code == KEY_INACTIVE else _NOT_AUTHORIZED
-            return GateError(403, error_code, headers, key=key)
+            return GateError(403, error_code, headers, key=key, package=package)
         if error_code in (INVALID_CREDENTIALS, KEY_INACTIVE):
-            return GateError(403, error_code, key=key)
+            return GateError(403, error_code, key=key, package=package)
         realm = self.config.get(cfg.REALM, "api")
         challenge = f'Basic realm="{realm}", charset="UTF-8"'
         return GateError(401, error_code, [("WWW-Authenticate", challenge)], key=key)

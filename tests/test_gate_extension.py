@@ -220,6 +220,89 @@ def test_exempt_blueprint(app_factory: AppFactory, auth: Any) -> None:
     )
 
 
+def test_nested_and_renamed_blueprints(app_factory: AppFactory, auth: Any) -> None:
+    app = app_factory()
+    provision(app)
+    gate = gate_of(app)
+    parent = Blueprint("parent", __name__)
+    child = gate.exempt(Blueprint("child", __name__))
+    renamed = gate.exempt(Blueprint("original", __name__))
+
+    @child.get("/open")
+    def child_open() -> Any:
+        return jsonify(open=True)
+
+    @renamed.get("/open")
+    def renamed_open() -> Any:
+        return jsonify(open=True)
+
+    @parent.get("/guarded")
+    def parent_guarded() -> Any:
+        return jsonify(key=current_key.key)
+
+    parent.register_blueprint(child, url_prefix="/child")
+    app.register_blueprint(parent, url_prefix="/parent")
+    app.register_blueprint(renamed, url_prefix="/renamed", name="renamed")
+    client = app.test_client()
+    assert client.get("/parent/child/open").status_code == 200
+    assert client.get("/renamed/open").status_code == 200
+    assert client.get("/parent/guarded").status_code == 401
+    assert gate.protection("parent.child.child_open", app=app) is None
+    assert gate.protection("parent.parent_guarded", app=app) == "required"
+
+
+def test_protected_nested_blueprint(app_factory: AppFactory, auth: Any) -> None:
+    app = app_factory({"BASIC_GATE_PROTECT_ALL": False})
+    provision(app)
+    gate = gate_of(app)
+    outer = gate.protect(Blueprint("outer", __name__))
+    inner = Blueprint("inner", __name__)
+
+    @inner.get("/deep")
+    def deep() -> Any:
+        return jsonify(key=current_key.key)
+
+    outer.register_blueprint(inner, url_prefix="/inner")
+    app.register_blueprint(outer, url_prefix="/outer", name="elsewhere")
+    client = app.test_client()
+    assert client.get("/outer/inner/deep").status_code == 401
+    assert (
+        client.get("/outer/inner/deep", headers=auth("criticalmix", "topsecret")).status_code == 200
+    )
+
+
+@pytest.mark.parametrize("order", ["exempt-outside", "exempt-inside"])
+def test_required_wins_over_exempt(app_factory: AppFactory, order: str) -> None:
+    app = app_factory()
+    gate = gate_of(app)
+
+    def view() -> Any:
+        return jsonify(key=get_current_key())
+
+    wrapped = (
+        gate.exempt(gate.required(view))
+        if order == "exempt-outside"
+        else gate.required(gate.exempt(view))
+    )
+    app.add_url_rule("/both", "both", wrapped)
+    assert app.test_client().get("/both").status_code == 401
+    assert gate.protection("both", app=app) == "required"
+
+
+def test_protection_answers(app: Flask) -> None:
+    gate = gate_of(app)
+    with app.app_context():
+        assert gate.protection("thing") == "required"
+        assert gate.protection("optional_route") == "optional"
+        assert gate.protection("open_route") is None
+        assert gate.protection("thing", "options") is None
+        assert gate.protection("static") is None
+        assert gate.protection(None) == "required"
+    app.config["BASIC_GATE_PROTECT_ALL"] = False
+    assert gate.protection("thing", app=app) is None
+    assert gate.protection("decorated", app=app) == "required"
+
+
 def test_optional_auth(app: Flask, auth: Any) -> None:
     client = app.test_client()
     assert client.get("/optional").get_json() == {"key": None}
@@ -326,6 +409,8 @@ def test_two_apps_two_databases_one_gate(app_factory: AppFactory, tmp_path: Any,
     assert two.get("/thing", headers=auth("second-key", "two")).status_code == 200
     assert one.get("/thing", headers=auth("second-key", "two")).status_code == 403
     assert two.get("/thing", headers=auth("first-key", "one")).status_code == 403
+    with second.app_context():
+        second_db.engine.dispose()
 
 
 def test_one_db_object_two_apps(tmp_path: Any, auth: Any) -> None:
@@ -430,10 +515,44 @@ def test_rejection_logged_without_secret(
 ) -> None:
     with caplog.at_level(logging.INFO, logger="flask_basic_gate"):
         app.test_client().get("/thing", headers=auth("criticalmix", "hunter2-wrong"))
-    assert "errorCode=invalid-credentials" in caplog.text
-    assert "criticalmix" in caplog.text
+    assert "error_code='invalid-credentials'" in caplog.text
+    assert "key='criticalmix'" in caplog.text
     assert "hunter2-wrong" not in caplog.text
     assert "Authorization" not in caplog.text
+    (record,) = caplog.records
+    assert record.basic_gate == {  # type: ignore[attr-defined]
+        "event": "rejected",
+        "key": "criticalmix",
+        "package": None,
+        "client": "127.0.0.1",
+        "error_code": "invalid-credentials",
+        "status": 403,
+    }
+
+
+def test_inactive_and_success_logged_with_package(
+    app: Flask, auth: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = app.test_client()
+    with caplog.at_level(logging.DEBUG, logger="flask_basic_gate"):
+        client.get("/thing", headers=auth("criticalmix", "topsecret"))
+        with app.app_context():
+            BasicGate.state().store.disable_key("criticalmix")
+        client.get("/thing", headers=auth("criticalmix", "topsecret"))
+    events = [r.basic_gate for r in caplog.records if hasattr(r, "basic_gate")]  # type: ignore[attr-defined]
+    assert [(e["event"], e["package"], e.get("error_code")) for e in events] == [
+        ("authenticated", "members", None),
+        ("rejected", "members", "key-inactive"),
+    ]
+    assert "topsecret" not in caplog.text
+
+
+def test_hostile_key_cannot_forge_log_lines(
+    app: Flask, auth: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="flask_basic_gate"):
+        app.test_client().get("/thing", headers=auth("x\nrejected key='admin'", "s"))
+    assert len(caplog.text.strip().splitlines()) == 1
 
 
 def test_policy_subclass(app_factory: AppFactory, auth: Any) -> None:

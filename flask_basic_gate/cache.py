@@ -52,6 +52,16 @@ class VerificationCache:
         """
         return hashlib.sha256(self._salt + authorization.encode("utf-8", "surrogatepass")).digest()
 
+    def lookup(self, authorization: str, now: float) -> tuple[bytes, Optional[KeyIdentity]]:
+        """:meth:`digest` and :meth:`get` in one call (the policy's hot path)."""
+        digest = hashlib.sha256(
+            self._salt + authorization.encode("utf-8", "surrogatepass")
+        ).digest()
+        entry = self._entries.get(digest)
+        if entry is None or now >= entry[0]:
+            return digest, None
+        return digest, entry[1]
+
     def get(self, digest: bytes, now: Optional[float] = None) -> Optional[KeyIdentity]:
         """The identity remembered under ``digest``, if still fresh."""
         entry = self._entries.get(digest)

@@ -51,6 +51,8 @@ __all__ = ["GatePolicy"]
 
 logger = logging.getLogger("flask_basic_gate")
 
+_CACHE_TTL = cfg.CACHE_TTL
+
 _PROBLEMS = {
     HeaderProblem.MISSING: AUTHORIZATION_REQUIRED,
     HeaderProblem.NOT_BASIC: BASIC_REQUIRED,
@@ -106,11 +108,10 @@ class GatePolicy:
         :raises GateError: the answer the request gets instead.
         """
         now = self.clock()
-        ttl = self.config.get(cfg.CACHE_TTL, 0)
+        ttl = self.config.get(_CACHE_TTL, 0)
         digest = None
         if ttl and header is not None:
-            digest = self.cache.digest(header)
-            identity = self.cache.get(digest, now)
+            digest, identity = self.cache.lookup(header, now)
             if identity is not None:
                 return identity
         parsed = parse_basic(header)

@@ -1,0 +1,144 @@
+"""The benchmark's cases: the peers, and the gate on each of its paths."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from pathlib import Path
+
+from flask import Flask
+
+from bench import keydb, peers
+from bench.gateapps import add_key, gate_app, provision
+from bench.report import Bound, Target
+from bench.timing import Case, Environ, basic_authorization, check, make_environ
+from flask_basic_gate import BasicGate
+
+BARE = "bare"
+BARE_DB = "bare + Flask-SQLAlchemy, no auth"
+HTTPAUTH = "flask-httpauth"
+BASICAUTH = "flask-basicauth"
+NAIVE_DB = "naive-db (ORM query, 1k keys)"
+WARM = "gate warm (cache hit)"
+KDF_FIRST = "gate scrypt, first request"
+KDF_AFTER = "gate scrypt, after first"
+MIXED = "gate mixed, 10k keys zipf"
+
+#: Keys in the small cold store (and the small peak-RSS probe).
+SMALL_KEYS = 1000
+#: A secret a person might choose; it is hashed with scrypt.
+PERSON_SECRET = "correct horse battery staple"
+#: Keys the cold cases cycle through (a seeded sample of the store).
+COLD_SAMPLE = 4096
+#: Keys in the mixed case, and requests drawn over them.
+MIXED_KEYS = 10_000
+MIXED_DRAWS = 200_000
+
+
+def keys_label(keys: int) -> str:
+    """A store size as printed: ``1k``, ``100k``, ``1M``."""
+    return f"{keys // 1_000_000:,}M" if keys >= 1_000_000 else f"{keys // 1000:,}k"
+
+
+def cold_name(keys: int) -> str:
+    """The name of the cold case over a store of ``keys`` keys."""
+    return f"gate cold, {keys_label(keys)} keys"
+
+
+COLD_1K = cold_name(SMALL_KEYS)
+
+
+def targets(big_keys: int) -> dict[str, Target]:
+    """The issue's targets, by case name."""
+    return {
+        WARM: Target((Bound(BARE, 1.12), Bound(HTTPAUTH, 0.85))),
+        COLD_1K: Target((Bound(BARE, 2.0),)),
+        cold_name(big_keys): Target((Bound(BARE, 2.0), Bound(COLD_1K, 1.10, 0.90))),
+        KDF_AFTER: Target((Bound(WARM, 1.10, 0.90),)),
+    }
+
+
+def peer_cases(workdir: Path, notes: list[str]) -> list[Case]:
+    """The cases that do not use the gate."""
+    environ = make_environ(basic_authorization(peers.KEY, peers.SECRET))
+    cases = [
+        Case(BARE, peers.bare_app(), [environ]),
+        Case(BARE_DB, peers.bare_db_app(workdir / "bare.sqlite"), [environ]),
+        Case(HTTPAUTH, peers.httpauth_app(), [environ]),
+    ]
+    basicauth = peers.basicauth_app()
+    if basicauth is None:
+        notes.append(f"{BASICAUTH}: skipped, Flask-BasicAuth is not installed")
+    else:
+        cases.append(Case(BASICAUTH, basicauth, [environ]))
+    naive = peers.naive_db_app(workdir / "naive.sqlite", SMALL_KEYS)
+    cases.append(Case(NAIVE_DB, naive, [environ]))
+    return cases
+
+
+def _key_environs(indexes: Sequence[int]) -> list[Environ]:
+    built: dict[int, Environ] = {}
+    for index in indexes:
+        if index not in built:
+            built[index] = make_environ(
+                basic_authorization(keydb.key_name(index), keydb.secret_for(index))
+            )
+    return [built[index] for index in indexes]
+
+
+def cold_case(name: str, keys: int) -> Case:
+    """Cache off, generated secrets, over the cached store of ``keys`` keys."""
+    path, _ = keydb.ensure_store(keys)
+    app, _ = gate_app(path, "bench_gate_cold", BASIC_GATE_CACHE_TTL=0)
+    sample = random.Random(1).sample(range(keys), min(COLD_SAMPLE, keys))
+    return Case(name, app, _key_environs(sample), warmup=len(sample))
+
+
+def warm_case(workdir: Path) -> Case:
+    """Cache on, one key with a generated secret, so every timed request is a cache hit."""
+    app, gate = gate_app(workdir / "warm.sqlite", "bench_gate_warm")
+    new = provision(app, gate)
+    return Case(WARM, app, [make_environ(basic_authorization(new.key, new.secret))])
+
+
+def mixed_case() -> Case:
+    """Cache on (default size), requests over 10k keys drawn with weights 1/rank."""
+    path, _ = keydb.ensure_store(MIXED_KEYS)
+    app, _ = gate_app(path, "bench_gate_mixed")
+    weights = accumulate(1 / rank for rank in range(1, MIXED_KEYS + 1))
+    draws = random.Random(2).choices(range(MIXED_KEYS), cum_weights=list(weights), k=MIXED_DRAWS)
+    return Case(MIXED, app, _key_environs(draws))
+
+
+@dataclass
+class KdfCase:
+    """A key with a person-chosen (scrypt) secret, and the request that presents it."""
+
+    app: Flask
+    environ: Environ
+
+
+def kdf_case(workdir: Path) -> KdfCase:
+    """An app whose store holds a scrypt-hashed key, warmed up with a generated key."""
+    app, gate = gate_app(workdir / "kdf.sqlite", "bench_gate_kdf")
+    warmup = provision(app, gate)
+    person = add_key(app, gate, secret=PERSON_SECRET)
+    # Connections, compiled statements and lazy imports are made by this
+    # request, so the first scrypt request pays only for its own path.
+    check(app, make_environ(basic_authorization(warmup.key, warmup.secret)), KDF_FIRST)
+    return KdfCase(app, make_environ(basic_authorization(person.key, person.secret)))
+
+
+def time_first_requests(case: KdfCase, trials: int) -> list[float]:
+    """Time the scrypt key's request on an emptied cache, ``trials`` times (µs each)."""
+    cache = BasicGate.state(case.app).cache
+    samples = []
+    for _ in range(trials):
+        cache.clear()
+        started = time.perf_counter_ns()
+        check(case.app, case.environ, KDF_FIRST)
+        samples.append((time.perf_counter_ns() - started) / 1000)
+    return samples

@@ -1,0 +1,158 @@
+"""HTTP mode: gunicorn (sync workers, 127.0.0.1 only) under wrk.
+
+Each server runs in its own process group, started with :mod:`subprocess`
+and always terminated (then killed if it lingers) when its ``with`` block
+ends, whatever happened inside.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from bench.serve import STORE_ENV
+
+HOST = "127.0.0.1"
+#: Sync workers: one per core but one, which wrk keeps busy.
+WORKERS = max(1, (os.cpu_count() or 1) - 1)
+#: wrk connections: two per worker, so none idles between requests.
+CONNECTIONS = 2 * WORKERS
+_STARTUP_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """What wrk measured against one server."""
+
+    requests_per_second: float
+    #: Responses that were not 2xx or 3xx (should be 0).
+    errors: int
+
+
+def missing_tools() -> Optional[str]:
+    """Why the HTTP mode cannot run here, or ``None`` when it can."""
+    if importlib.util.find_spec("gunicorn") is None:
+        return "gunicorn is not installed"
+    if shutil.which("wrk") is None:
+        return "wrk is not on PATH"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until_serving(process: subprocess.Popen[bytes], url: str, authorization: str) -> None:
+    deadline = time.monotonic() + _STARTUP_SECONDS
+    request = urllib.request.Request(url, headers={"Authorization": authorization})
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with status {process.returncode} before serving")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status != 200:
+                    raise RuntimeError(f"{url} answered {response.status}")
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"gunicorn did not serve {url} within {_STARTUP_SECONDS:g}s"
+                ) from None
+            time.sleep(0.1)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate the server's process group (master and workers), then kill it if it lingers."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wrk(url: str, authorization: str, seconds: float) -> WrkResult:
+    """Run wrk against ``url`` for ``seconds`` with the given ``Authorization`` header."""
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds:g}s",
+        "-H",
+        f"Authorization: {authorization}",
+        url,
+    ]
+    output = subprocess.run(
+        command, capture_output=True, text=True, check=True, timeout=seconds + 30
+    ).stdout
+    rate = re.search(r"Requests/sec:\s*([\d.]+)", output)
+    if rate is None:
+        raise RuntimeError(f"could not read wrk's output:\n{output}")
+    errors = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", output)
+    return WrkResult(float(rate.group(1)), int(errors.group(1)) if errors else 0)
+
+
+@contextmanager
+def serving(
+    factory: str, authorization: str, log: Path, store: Optional[Path] = None
+) -> Iterator[str]:
+    """Serve ``bench.serve:<factory>()`` with gunicorn; yield the member URL.
+
+    The server is stopped on leaving the block, whatever happened in it.
+
+    :param authorization: sent with the request that checks the server answers 200.
+    :param log: where gunicorn's output goes (shown if it fails to start).
+    :param store: the SQLite store of the gate app.
+    """
+    port = _free_port()
+    url = f"http://{HOST}:{port}/api/v2/members/M0001"
+    env = dict(os.environ)
+    if store is not None:
+        env[STORE_ENV] = str(store)
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--worker-class",
+        "sync",
+        "--workers",
+        str(WORKERS),
+        "--bind",
+        f"{HOST}:{port}",
+        "--log-level",
+        "warning",
+        f"bench.serve:{factory}()",
+    ]
+    root = Path(__file__).resolve().parent.parent
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            try:
+                _wait_until_serving(process, url, authorization)
+            except RuntimeError as exc:
+                out.flush()
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{exc}; gunicorn's log:\n{tail}") from None
+            yield url
+        finally:
+            _stop(process)

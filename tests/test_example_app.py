@@ -16,7 +16,8 @@ from example_app.provision import DEMO_KEY, DEMO_SECRET, install_demo_key
 from flask_basic_gate import BasicGate
 from flask_basic_gate.testing import basic_auth_headers
 
-FAST_KDF = "pbkdf2:sha256:1000"
+from .conftest import FAST_KDF
+
 MEMBER_URL = "/api/v2/members/M0001"
 #: The member of the published example, byte for byte in this order.
 M0001 = {

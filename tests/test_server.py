@@ -30,21 +30,13 @@ from example_app.provision import DEMO_KEY, DEMO_SECRET
 from flask_basic_gate import BasicGate, request_authenticated, request_rejected
 from flask_basic_gate.testing import basic_auth_header
 
+from .conftest import FAST_KDF
 from .serverutil import child_env, flask_run, serve_in_thread
+from .test_example_app import M0001
 
 pytestmark = pytest.mark.server
 
-FAST_KDF = "pbkdf2:sha256:1000"
 MEMBER_PATH = "/api/v2/members/M0001"
-M0001 = {
-    "memberId": "M0001",
-    "language": "EN",
-    "email": "m0001@example.com",
-    "firstName": "John",
-    "lastName": "Snow",
-    "birthDate": "1984/01/20",
-    "address": {"country": "US", "streetAddress": None, "postalcode": "10101"},
-}
 #: Non-ASCII credentials, made through the store.
 KEY, SECRET = "clé", "päss"
 CURL = shutil.which("curl")

@@ -11,7 +11,8 @@ expiry, and :meth:`VerificationCache.evict_key` drops every entry of a key at
 once (the store calls it after disabling a key or rotating a secret).
 
 Only successes are cached, so the cache can never turn a failure into a
-success. Reads take no lock: a ``dict`` lookup is atomic under the GIL.
+success. Reads take no lock and never change the dict (a ``dict`` lookup is
+atomic under the GIL); writers and evictions take one.
 """
 
 from __future__ import annotations
@@ -54,24 +55,19 @@ class VerificationCache:
 
     def lookup(self, authorization: str, now: float) -> tuple[bytes, Optional[KeyIdentity]]:
         """:meth:`digest` and :meth:`get` in one call (the policy's hot path)."""
-        digest = hashlib.sha256(
-            self._salt + authorization.encode("utf-8", "surrogatepass")
-        ).digest()
-        entry = self._entries.get(digest)
-        if entry is None or now >= entry[0]:
-            return digest, None
-        return digest, entry[1]
+        digest = self.digest(authorization)
+        return digest, self.get(digest, now)
 
     def get(self, digest: bytes, now: Optional[float] = None) -> Optional[KeyIdentity]:
-        """The identity remembered under ``digest``, if still fresh."""
+        """The identity remembered under ``digest``, if still fresh.
+
+        A stale entry is left for :meth:`put` to replace or push out: readers
+        never change the dict, so they need no lock.
+        """
         entry = self._entries.get(digest)
-        if entry is None:
+        if entry is None or (time.time() if now is None else now) >= entry[0]:
             return None
-        expires, identity = entry
-        if (time.time() if now is None else now) >= expires:
-            self._entries.pop(digest, None)
-            return None
-        return identity
+        return entry[1]
 
     def put(self, digest: bytes, identity: KeyIdentity, expires: float) -> None:
         """Remember a success until ``expires`` (a :func:`time.time` value)."""

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union, cast
 
 from sqlalchemy import Engine, bindparam, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -222,7 +222,7 @@ class KeyStore:
             secrets=secrets,
         )
 
-    def _fetch(self, key: str) -> list[Any]:
+    def _fetch(self, key: str, *, retry: bool = True) -> list[Any]:
         # The hot path runs the prebuilt statement, compiled once for this
         # dialect, on a pooled DBAPI connection: a third of the cost of
         # Connection.execute, and the same SQL. Result processors (SQLite
@@ -233,6 +233,7 @@ class KeyStore:
             conn = self.engine.raw_connection()
         except (SQLAlchemyError, dbapi_error) as exc:
             raise StoreUnavailable(f"the key store is unreachable: {type(exc).__name__}") from exc
+        disconnected = False
         try:
             cursor = conn.cursor()
             try:
@@ -241,12 +242,21 @@ class KeyStore:
             finally:
                 cursor.close()
         except dbapi_error as exc:
+            # A pooled connection the server dropped (a restart, a failover)
+            # is thrown away and the lookup tried once on a fresh one, as
+            # SQLAlchemy's own Connection would; any other error fails closed.
+            disconnected = self.engine.dialect.is_disconnect(
+                cast(Any, exc), conn.dbapi_connection, None
+            )
             conn.invalidate(exc)
-            raise StoreUnavailable(
-                f"the key store could not be read: {type(exc).__name__}"
-            ) from exc
+            if not (disconnected and retry):
+                raise StoreUnavailable(
+                    f"the key store could not be read: {type(exc).__name__}"
+                ) from exc
         finally:
             conn.close()
+        if disconnected:
+            return self._fetch(key, retry=False)
         return [
             [
                 value if fn is None or value is None else fn(value)

@@ -220,3 +220,51 @@ def test_bind_key(app_factory: AppFactory, tmp_path: Any, auth: Any) -> None:
         app.test_client().get("/thing", headers=auth("criticalmix", "topsecret")).status_code == 200
     )
     assert b"criticalmix" in (tmp_path / "auth.sqlite").read_bytes()
+
+
+def test_recovers_when_tables_come_back(backend_app: Flask, auth: Any) -> None:
+    client = backend_app.test_client()
+    db = backend_app.extensions["sqlalchemy"]
+    with backend_app.app_context():
+        db.drop_all()
+    assert client.get("/thing", headers=auth("criticalmix", "topsecret")).status_code == 503
+    with backend_app.app_context():
+        db.create_all()
+    provision(backend_app)
+    assert client.get("/thing", headers=auth("criticalmix", "topsecret")).status_code == 200
+
+
+KILL_OTHERS = {
+    "postgresql": "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    "mariadb": "SELECT id FROM information_schema.processlist"
+    " WHERE id <> connection_id() AND db = database()",
+}
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_dropped_connection_retried_once(
+    app_factory: AppFactory, tmp_path: Any, auth: Any, backend: str
+) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from .conftest import backend_url
+
+    url = backend_url(backend, tmp_path)
+    app = app_factory({"BASIC_GATE_CACHE_TTL": 0}, url=url)
+    provision(app)
+    client = app.test_client()
+    assert client.get("/thing", headers=auth("criticalmix", "topsecret")).status_code == 200
+    # The server drops every pooled connection, as a restart would.
+    killer = create_engine(url, poolclass=NullPool)
+    with killer.connect() as conn:
+        rows = conn.execute(text(KILL_OTHERS[backend])).all()
+        if backend == "mariadb":
+            for (ident,) in rows:
+                conn.execute(text(f"KILL {int(ident)}"))
+    killer.dispose()
+    assert rows
+    response = client.get("/thing", headers=auth("criticalmix", "topsecret"))
+    assert response.status_code == 200
+    assert client.get("/thing", headers=auth("criticalmix", "wrong")).status_code == 403

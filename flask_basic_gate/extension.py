@@ -62,6 +62,7 @@ _EXEMPT = "exempt"
 # Read on every request: module constants spare an attribute lookup each.
 _EXEMPT_METHODS = cfg.EXEMPT_METHODS
 _PROTECT_ALL = cfg.PROTECT_ALL
+_DEBUG = logging.DEBUG
 
 
 class GateState(NamedTuple):
@@ -306,7 +307,7 @@ class BasicGate:
         Flask's ``ensure_sync`` recognises a plain function fastest).
         """
         config, views, blueprints = app.config, app.view_functions, app.blueprints
-        decide, authenticate = self._decide, self._authenticate
+        decide, admit, policy = self._decide, self._admit, state.policy
 
         def basic_gate_guard() -> None:
             req = request._get_current_object()  # type: ignore[attr-defined]
@@ -315,27 +316,27 @@ class BasicGate:
                 config, views, blueprints, req.method, rule.endpoint if rule is not None else None
             )
             if decision is not None:
-                authenticate(state, req, decision == "optional")
+                admit(policy, req, decision == "optional")
 
         return basic_gate_guard
 
     def _check(self, optional: bool) -> None:
         """Run by a decorated view before its body."""
-        state = self.state()  # a clear error when init_app never ran on this app
+        policy = self.state().policy  # a clear error when init_app never ran on this app
         req = request._get_current_object()  # type: ignore[attr-defined]
-        if req.method in state.policy.config[cfg.EXEMPT_METHODS]:
+        if req.method in policy.config[cfg.EXEMPT_METHODS]:
             return
-        self._authenticate(state, req, optional)
+        # The guard may have checked this request already (PROTECT_ALL).
+        done = req.environ.get(ENVIRON_KEY, _UNSET)
+        if done is _UNSET or (done is None and not optional):
+            self._admit(policy, req, optional)
 
-    def _authenticate(self, state: GateState, req: Any, optional: bool) -> None:
+    @staticmethod
+    def _admit(policy: GatePolicy, req: Any, optional: bool) -> None:
+        """Ask ``policy`` about the request; log, signal, keep the identity."""
         environ = req.environ
-        done = environ.get(ENVIRON_KEY, _UNSET)
-        if done is not _UNSET and (done is not None or optional):
-            return
         try:
-            identity = state.policy.authenticate(
-                environ.get("HTTP_AUTHORIZATION"), optional=optional
-            )
+            identity = policy.authenticate(environ.get("HTTP_AUTHORIZATION"), optional=optional)
         except GateError as error:
             if logger.isEnabledFor(logging.INFO):
                 _log(
@@ -357,8 +358,8 @@ class BasicGate:
         environ[ENVIRON_KEY] = identity
         if identity is None:
             return
-        if logger.isEnabledFor(logging.DEBUG):
-            _log(logging.DEBUG, "authenticated", identity.key, identity.package, req.remote_addr)
+        if logger.isEnabledFor(_DEBUG):
+            _log(_DEBUG, "authenticated", identity.key, identity.package, req.remote_addr)
         if request_authenticated.receivers:
             request_authenticated.send(
                 current_app._get_current_object(),  # type: ignore[attr-defined]

@@ -23,6 +23,7 @@ __all__ = [
     "ConfigurationError",
     "EXEMPT_METHODS",
     "HASH_METHOD",
+    "LOOKUP_CONNECTIONS",
     "MASHERY_ALIAS",
     "MASHERY_MODE",
     "PROTECT_ALL",
@@ -57,6 +58,10 @@ CACHE_SIZE = "BASIC_GATE_CACHE_SIZE"
 #: How long, in seconds, a successful verification is remembered (0: never).
 CACHE_TTL = "BASIC_GATE_CACHE_TTL"
 
+#: How many pooled connections the key store keeps checked out between
+#: lookups (in autocommit), so a lookup skips the pool (0: none).
+LOOKUP_CONNECTIONS = "BASIC_GATE_LOOKUP_CONNECTIONS"
+
 #: The longest cache lifetime allowed: a change made in another process is
 #: seen within this many seconds.
 MAX_CACHE_TTL = 30.0
@@ -71,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     STORE_PLAINTEXT_SECRETS: False,
     CACHE_SIZE: 10_000,
     CACHE_TTL: 30,
+    LOOKUP_CONNECTIONS: 1,
 }
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -194,6 +200,9 @@ def apply_defaults(config: MutableMapping[str, Any]) -> None:
         raise _bad(BIND_KEY, bind_key, "a bind name from SQLALCHEMY_BINDS, or None")
     config[HASH_METHOD] = check_hash_method(HASH_METHOD, config[HASH_METHOD])
     config[CACHE_SIZE] = int(_parse_number(CACHE_SIZE, config[CACHE_SIZE], integer=True))
+    config[LOOKUP_CONNECTIONS] = int(
+        _parse_number(LOOKUP_CONNECTIONS, config[LOOKUP_CONNECTIONS], integer=True)
+    )
     config[CACHE_TTL] = _parse_number(
         CACHE_TTL, config[CACHE_TTL], integer=False, upper=MAX_CACHE_TTL
     )

@@ -2,23 +2,29 @@
 
 Reads take one prebuilt SQLAlchemy Core statement that touches one indexed
 key row, its package and its secrets, on a pooled connection; no ORM
-session is made on the request path. Writes (the administration API the CLI
-calls) run in a short session of their own, all or nothing, and tell the
-listeners in :attr:`KeyStore.on_change` which key changed so caches can
-drop it at once.
+session is made on the request path. A few pooled connections
+(``BASIC_GATE_LOOKUP_CONNECTIONS``) stay checked out between lookups, in
+autocommit, so a lookup skips the pool's checkout and rollback. Writes (the
+administration API the CLI calls) run in a short session of their own, all
+or nothing, and tell the listeners in :attr:`KeyStore.on_change` which key
+changed so caches can drop it at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import weakref
+from collections import deque
 from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Callable, NamedTuple, Optional, Union, cast
 
-from sqlalchemy import Engine, bindparam, func, select
+from sqlalchemy import Engine, bindparam, event, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 from . import config as cfg
 from .errors import StoreUnavailable
@@ -187,6 +193,18 @@ class KeyStore:
             .where(key_t.c.key == bindparam("key"))
         )
         self._prepared: Optional[tuple[str, bool, list[Any], type[Exception]]] = None
+        # Connections kept checked out between lookups. They go back to the
+        # pool when the engine is disposed or the store is collected; a
+        # forked child never touches its parent's (see _forget_after_fork).
+        self._held: deque[PoolProxiedConnection] = deque()
+        # Only a QueuePool hands each connection to one user at a time.
+        # NullPool means "keep nothing open"; StaticPool and
+        # SingletonThreadPool share a connection with the app's own sessions.
+        self._can_hold = isinstance(engine.pool, QueuePool)
+        dialect = engine.dialect
+        weakref.finalize(self, _release_all, self._held, dialect)
+        event.listen(engine, "engine_disposed", _on_dispose(self._held))
+        _STORES.add(self)
 
     # -- reading ---------------------------------------------------------
 
@@ -224,15 +242,16 @@ class KeyStore:
 
     def _fetch(self, key: str, *, retry: bool = True) -> list[Any]:
         # The hot path runs the prebuilt statement, compiled once for this
-        # dialect, on a pooled DBAPI connection: a third of the cost of
+        # dialect, on a DBAPI connection from the pool: a third of the cost of
         # Connection.execute, and the same SQL. Result processors (SQLite
         # keeps datetimes as text) come from the column types.
         prepared = self._prepared or self._prepare()
         sql, positional, processors, dbapi_error = prepared
+        held = self._held
         try:
-            conn = self.engine.raw_connection()
-        except (SQLAlchemyError, dbapi_error) as exc:
-            raise StoreUnavailable(f"the key store is unreachable: {type(exc).__name__}") from exc
+            conn = held.pop()
+        except IndexError:
+            conn = self._checkout(dbapi_error)
         disconnected = False
         try:
             cursor = conn.cursor()
@@ -249,14 +268,19 @@ class KeyStore:
                 cast(Any, exc), conn.dbapi_connection, None
             )
             conn.invalidate(exc)
+            conn.close()
             if not (disconnected and retry):
                 raise StoreUnavailable(
                     f"the key store could not be read: {type(exc).__name__}"
                 ) from exc
-        finally:
-            conn.close()
-        if disconnected:
             return self._fetch(key, retry=False)
+        except BaseException:
+            _release(conn, self.engine.dialect)
+            raise
+        if conn.info.get(_AUTOCOMMIT) and len(held) < self._config.get(cfg.LOOKUP_CONNECTIONS, 0):
+            held.append(conn)
+        else:
+            _release(conn, self.engine.dialect)
         return [
             [
                 value if fn is None or value is None else fn(value)
@@ -264,6 +288,36 @@ class KeyStore:
             ]
             for row in raw
         ]
+
+    def _checkout(self, dbapi_error: type[Exception]) -> PoolProxiedConnection:
+        # A connection that will be held runs in autocommit: between lookups
+        # it sits in no transaction, so it holds no locks and no snapshot,
+        # and every lookup sees the latest commit (a revoked key at once).
+        try:
+            conn = self.engine.raw_connection()
+        except (SQLAlchemyError, dbapi_error) as exc:
+            raise StoreUnavailable(f"the key store is unreachable: {type(exc).__name__}") from exc
+        if self._can_hold and len(self._held) < self._config.get(cfg.LOOKUP_CONNECTIONS, 0):
+            try:
+                self.engine.dialect.set_isolation_level(
+                    cast(Any, conn.dbapi_connection), "AUTOCOMMIT"
+                )
+            except (SQLAlchemyError, dbapi_error) as exc:
+                conn.invalidate(exc)
+                conn.close()
+                raise StoreUnavailable(
+                    f"the key store is unreachable: {type(exc).__name__}"
+                ) from exc
+            conn.info[_AUTOCOMMIT] = True
+        return conn
+
+    def release_connections(self) -> None:
+        """Give the connections kept for lookups back to the pool.
+
+        The store does this itself when the engine is disposed; call it to
+        free them sooner. The next lookup checks one out again.
+        """
+        _release_all(self._held, self.engine.dialect)
 
     def _prepare(self) -> tuple[str, bool, list[Any], type[Exception]]:
         dialect = self.engine.dialect
@@ -597,3 +651,60 @@ def _check_name(name: str) -> None:
 def _check_key(key: str) -> None:
     if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key or ":" in key:
         raise AdminError("a key must have 1 to 255 characters and no colon or NUL")
+
+
+#: Marks (in ``PoolProxiedConnection.info``) a connection the store switched
+#: to autocommit; its isolation level is reset before it goes back.
+_AUTOCOMMIT = "flask_basic_gate.autocommit"
+
+#: Every store, to drop held connections in a forked child.
+_STORES: weakref.WeakSet[KeyStore] = weakref.WeakSet()
+#: Held connections a forked child inherited: never used and never given
+#: back, since either would talk over the parent's socket or file handle.
+_INHERITED: list[PoolProxiedConnection] = []
+
+
+def _release(conn: PoolProxiedConnection, dialect: Any) -> None:
+    try:
+        if conn.info.pop(_AUTOCOMMIT, False):
+            dialect.reset_isolation_level(conn.dbapi_connection)
+    except Exception:  # whatever the driver raises: close it rather than reuse it
+        conn.invalidate()
+    finally:
+        conn.close()
+
+
+def _release_all(held: deque[PoolProxiedConnection], dialect: Any) -> None:
+    while True:
+        try:
+            conn = held.pop()
+        except IndexError:
+            return
+        _release(conn, dialect)
+
+
+def _on_dispose(held: deque[PoolProxiedConnection]) -> Callable[[Engine], None]:
+    # Engine.dispose() has closed the old pool by now, so a connection given
+    # back to it would never be closed: close each one here instead. The
+    # listener holds the deque, not the store, so the engine does not keep
+    # the store alive.
+    def close_held(engine: Engine) -> None:
+        while True:
+            try:
+                conn = held.pop()
+            except IndexError:
+                return
+            conn.invalidate()
+            conn.close()
+
+    return close_held
+
+
+def _forget_after_fork() -> None:
+    for store in list(_STORES):
+        _INHERITED.extend(store._held)
+        store._held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)

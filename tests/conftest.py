@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import pytest
 from flask import Flask, jsonify
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import event
 
 from flask_basic_gate import AdminError, BasicGate, current_key, get_current_key
 from flask_basic_gate.testing import basic_auth_headers
@@ -176,3 +177,24 @@ def provision(app: Flask, key: str = "criticalmix", secret: str = "topsecret", *
 def auth() -> Callable[..., dict[str, str]]:
     """``auth(key, secret)``: headers with Basic credentials."""
     return basic_auth_headers
+
+
+class QueryCounter:
+    """Counts the key lookups SQLite runs (its trace callback sees every statement)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.count = 0
+        self.engine = BasicGate.state(app).store.engine
+        # Connections made from now on are traced; drop the ones made so far.
+        self.engine.dispose()
+        event.listen(self.engine, "connect", self._connected)
+
+    def _connected(self, dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.set_trace_callback(self._traced)
+
+    def _traced(self, sql: str) -> None:
+        if sql.startswith("SELECT basic_gate_key.id"):
+            self.count += 1
+
+    def close(self) -> None:
+        event.remove(self.engine, "connect", self._connected)

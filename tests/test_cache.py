@@ -8,29 +8,13 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event
 
 from flask_basic_gate import BasicGate
 from flask_basic_gate.cache import VerificationCache
 from flask_basic_gate.identity import KeyIdentity
 from flask_basic_gate.testing import basic_auth_header
 
-from .conftest import AppFactory, provision
-
-
-class QueryCounter:
-    """Counts the store's trips to the database (one pool checkout each)."""
-
-    def __init__(self, app: Flask) -> None:
-        self.count = 0
-        self.engine = BasicGate.state(app).store.engine
-        event.listen(self.engine, "checkout", self._seen)
-
-    def _seen(self, *args: Any) -> None:
-        self.count += 1
-
-    def close(self) -> None:
-        event.remove(self.engine, "checkout", self._seen)
+from .conftest import AppFactory, QueryCounter, provision
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from flask import Blueprint, Flask, jsonify
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import event
 
 from flask_basic_gate import (
     BasicGate,
@@ -21,7 +20,7 @@ from flask_basic_gate import (
     request_rejected,
 )
 
-from .conftest import AppFactory, gate_of, provision
+from .conftest import AppFactory, QueryCounter, gate_of, provision
 
 # -- set-up ---------------------------------------------------------------
 
@@ -109,6 +108,8 @@ def test_mashery_flag_bad_value(app_factory: AppFactory, value: Any) -> None:
         ("BASIC_GATE_CACHE_TTL", 31),
         ("BASIC_GATE_CACHE_TTL", "soon"),
         ("BASIC_GATE_CACHE_SIZE", -1),
+        ("BASIC_GATE_LOOKUP_CONNECTIONS", -1),
+        ("BASIC_GATE_LOOKUP_CONNECTIONS", "many"),
         ("BASIC_GATE_BIND_KEY", "nosuchbind"),
         ("BASIC_GATE_STORE_PLAINTEXT_SECRETS", "perhaps"),
     ],
@@ -350,10 +351,7 @@ def test_decorator_without_init_app_on_app() -> None:
 def test_guard_and_decorator_query_once(app_factory: AppFactory, auth: Any) -> None:
     app = app_factory({"BASIC_GATE_CACHE_TTL": 0})
     provision(app)
-    trips: list[int] = []
-    engine = BasicGate.state(app).store.engine
-    listener = lambda *args: trips.append(1)  # noqa: E731
-    event.listen(engine, "checkout", listener)
+    counter = QueryCounter(app)
     try:
         client = app.test_client()
         for _ in range(3):
@@ -363,8 +361,8 @@ def test_guard_and_decorator_query_once(app_factory: AppFactory, auth: Any) -> N
             )
         assert client.get("/decorated", headers=auth("criticalmix", "wrong")).status_code == 403
     finally:
-        event.remove(engine, "checkout", listener)
-    assert len(trips) == 4
+        counter.close()
+    assert counter.count == 4
 
 
 def test_identity_not_seen_by_next_request(app: Flask, auth: Any) -> None:

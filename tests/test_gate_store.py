@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import warnings
 from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import event
 
 from flask_basic_gate import AdminError, BasicGate
 from flask_basic_gate.hashing import GENERATED, KDF, PLAINTEXT
@@ -268,3 +271,141 @@ def test_dropped_connection_retried_once(
     response = client.get("/thing", headers=auth("criticalmix", "topsecret"))
     assert response.status_code == 200
     assert client.get("/thing", headers=auth("criticalmix", "wrong")).status_code == 403
+
+
+# -- connections kept for lookups -------------------------------------------
+
+OK = ("criticalmix", "topsecret")
+
+
+def test_lookups_keep_one_connection(backend_app: Flask, auth: Any) -> None:
+    engine = store_of(backend_app).engine
+    client = backend_app.test_client()
+    assert [client.get("/thing", headers=auth(*OK)).status_code for _ in range(3)] == [200] * 3
+    assert engine.pool.checkedout() == 1
+
+
+def test_lookup_connections_zero_gives_each_back(
+    app_factory: AppFactory, database_url: str, auth: Any
+) -> None:
+    app = app_factory(
+        {"BASIC_GATE_CACHE_TTL": 0, "BASIC_GATE_LOOKUP_CONNECTIONS": 0}, url=database_url
+    )
+    provision(app)
+    assert app.test_client().get("/thing", headers=auth(*OK)).status_code == 200
+    assert store_of(app).engine.pool.checkedout() == 0
+
+
+def test_kept_connection_sees_another_process_change_at_once(
+    app_factory: AppFactory, database_url: str, auth: Any
+) -> None:
+    # Two apps on one database stand for two worker processes. The kept
+    # connection is in autocommit, so it holds no snapshot (MariaDB's
+    # REPEATABLE READ would otherwise keep showing the key as active).
+    serving = app_factory({"BASIC_GATE_CACHE_TTL": 0}, url=database_url)
+    provision(serving)
+    admin = app_factory(url=database_url, create=False)
+    client = serving.test_client()
+    assert client.get("/thing", headers=auth(*OK)).status_code == 200
+    with admin.app_context():
+        store_of(admin).disable_key("criticalmix")
+    assert client.get("/thing", headers=auth(*OK)).status_code == 403
+    with admin.app_context():
+        store_of(admin).enable_key("criticalmix")
+    assert client.get("/thing", headers=auth(*OK)).status_code == 200
+
+
+def test_kept_connection_idles_outside_a_transaction(
+    app_factory: AppFactory, tmp_path: Any, auth: Any
+) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from .conftest import backend_url
+
+    url = backend_url("postgresql", tmp_path)
+    app = app_factory({"BASIC_GATE_CACHE_TTL": 0}, url=url)
+    provision(app)
+    assert app.test_client().get("/thing", headers=auth(*OK)).status_code == 200
+    observer = create_engine(url, poolclass=NullPool)
+    with observer.connect() as conn:
+        states = conn.execute(
+            text(
+                "SELECT state FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalars()
+        seen = sorted(states)
+    observer.dispose()
+    assert seen
+    assert "idle in transaction" not in seen
+
+
+def test_dispose_closes_kept_connections(backend_app: Flask, auth: Any) -> None:
+    engine = store_of(backend_app).engine
+    engine.dispose()
+    opened: list[Any] = []
+    closed: list[Any] = []
+    event.listen(engine, "connect", lambda dbapi_conn, record: opened.append(dbapi_conn))
+    event.listen(engine, "close", lambda dbapi_conn, record: closed.append(dbapi_conn))
+    client = backend_app.test_client()
+    assert client.get("/thing", headers=auth(*OK)).status_code == 200
+    assert len(opened) == 1 and closed == []  # kept
+    engine.dispose()
+    assert closed == opened  # closed, not handed to the disposed pool
+    assert client.get("/thing", headers=auth(*OK)).status_code == 200
+    assert engine.pool.checkedout() == 1
+
+
+def in_autocommit(dbapi_connection: Any) -> bool:
+    """The driver's own autocommit flag (sqlite3, psycopg or PyMySQL)."""
+    if hasattr(dbapi_connection, "get_autocommit"):
+        return bool(dbapi_connection.get_autocommit())
+    if hasattr(dbapi_connection, "isolation_level"):
+        return dbapi_connection.isolation_level is None
+    return bool(dbapi_connection.autocommit)
+
+
+def test_released_connections_leave_autocommit(backend_app: Flask, auth: Any) -> None:
+    store = store_of(backend_app)
+    engine = store.engine
+    engine.dispose()
+    assert backend_app.test_client().get("/thing", headers=auth(*OK)).status_code == 200
+    store.release_connections()
+    assert engine.pool.checkedout() == 0
+    assert engine.pool.checkedin() == 1  # the kept one, given back
+    conn = engine.raw_connection()
+    try:
+        assert not in_autocommit(conn.dbapi_connection)
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_opens_its_own_connection(app_factory: AppFactory, auth: Any) -> None:
+    app = app_factory({"BASIC_GATE_CACHE_TTL": 0})
+    provision(app)
+    client = app.test_client()
+    assert client.get("/thing", headers=auth(*OK)).status_code == 200
+    connects: list[int] = []
+    engine = store_of(app).engine
+    event.listen(engine, "connect", lambda *args: connects.append(1))
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() when other threads exist; none is
+        # ours, and the child only serves one request.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running pytest's exit
+        try:
+            status = client.get("/thing", headers=auth(*OK)).status_code
+            os.write(write_end, f"{status} {len(connects)}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as reader:
+        child = reader.read()
+    assert child == "200 1"  # it connected anew instead of using ours
+    assert client.get("/thing", headers=auth(*OK)).status_code == 200
+    assert connects == []  # and ours still works, untouched

@@ -52,6 +52,22 @@ def bare_db_app(path: Path) -> Flask:
     return app
 
 
+def hook_floor_app(path: Path) -> Flask:
+    """:func:`bare_db_app` plus a ``before_request`` function that does nothing.
+
+    The floor of any guard built as a ``before_request`` on an app with
+    Flask-SQLAlchemy: what Flask's hook dispatch and the session teardown
+    cost before the guard does any work.
+    """
+    app = bare_db_app(path)
+
+    @app.before_request
+    def nothing() -> None:
+        return None
+
+    return app
+
+
 def httpauth_app() -> Flask:
     """Flask-HTTPAuth: ``verify_password`` over a plaintext dict and ``hmac.compare_digest``."""
     from flask_httpauth import HTTPBasicAuth  # type: ignore[import-untyped]

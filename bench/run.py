@@ -124,6 +124,7 @@ def time_cases(settings: Settings, workdir: Path, notes: list[str]) -> tuple[lis
         cases.warm_case(workdir),
         cases.cold_case(cases.COLD_1K, cases.SMALL_KEYS),
         cases.cold_case(big, settings.big_keys),
+        cases.cold_case(cases.mmap_name(settings.big_keys), settings.big_keys, mmap=True),
         Case(cases.KDF_AFTER, kdf.app, [kdf.environ]),
         cases.mixed_case(),
     ]

@@ -314,8 +314,11 @@ class KeyStore:
     def release_connections(self) -> None:
         """Give the connections kept for lookups back to the pool.
 
-        The store does this itself when the engine is disposed; call it to
-        free them sooner. The next lookup checks one out again.
+        The store closes them itself when the engine is disposed; call this
+        to free them sooner, for example before forking. The next lookup
+        checks one out again.
+
+        .. versionadded:: 0.1
         """
         _release_all(self._held, self.engine.dialect)
 
@@ -661,6 +664,9 @@ _AUTOCOMMIT = "flask_basic_gate.autocommit"
 _STORES: weakref.WeakSet[KeyStore] = weakref.WeakSet()
 #: Held connections a forked child inherited: never used and never given
 #: back, since either would talk over the parent's socket or file handle.
+#: Kept referenced so that garbage collection does not give them back
+#: while the child runs (as with any pooled connection a child inherits,
+#: SQLAlchemy may still reset them when the child exits).
 _INHERITED: list[PoolProxiedConnection] = []
 
 

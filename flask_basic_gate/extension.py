@@ -63,6 +63,8 @@ _EXEMPT = "exempt"
 _EXEMPT_METHODS = cfg.EXEMPT_METHODS
 _PROTECT_ALL = cfg.PROTECT_ALL
 _DEBUG = logging.DEBUG
+#: Most (route, method) decisions a guard remembers before starting over.
+_MAX_DECISIONS = 1024
 
 
 class GateState(NamedTuple):
@@ -107,6 +109,9 @@ class BasicGate:
         # name, or nested (a dotted name), is still the same object.
         self._exempt_blueprints: set[Blueprint] = set()
         self._protected_blueprints: set[Blueprint] = set()
+        # Each guard's remembered decisions; marking a view or a blueprint
+        # clears them.
+        self._decisions: list[dict[Any, Optional[str]]] = []
         if app is not None:
             self.init_app(app)
 
@@ -239,12 +244,18 @@ class BasicGate:
             self._exempt_blueprints.add(view)
         elif not isinstance(getattr(view, _MARK, None), _Required):
             setattr(view, _MARK, _EXEMPT)
+        self._forget_decisions()
         return view
 
     def protect(self, blueprint: Blueprint) -> Blueprint:
         """Guard every route of ``blueprint`` (for ``BASIC_GATE_PROTECT_ALL = False``)."""
         self._protected_blueprints.add(blueprint)
+        self._forget_decisions()
         return blueprint
+
+    def _forget_decisions(self) -> None:
+        for decisions in self._decisions:
+            decisions.clear()
 
     # -- the guard -----------------------------------------------------------
 
@@ -304,17 +315,33 @@ class BasicGate:
 
         A plain closure over the app's config, views and blueprints: it runs
         on every request, so it makes no lookup through ``current_app`` (and
-        Flask's ``ensure_sync`` recognises a plain function fastest).
+        Flask's ``ensure_sync`` recognises a plain function fastest). It
+        remembers :meth:`_decide`'s answer per route and method, for as long
+        as the two settings it reads keep their values.
         """
         config, views, blueprints = app.config, app.view_functions, app.blueprints
         decide, admit, policy = self._decide, self._admit, state.policy
+        decisions: dict[Any, Optional[str]] = {}
+        self._decisions.append(decisions)
+        made_under: list[Any] = [None, None]  # PROTECT_ALL and EXEMPT_METHODS
 
         def basic_gate_guard() -> None:
             req = request._get_current_object()  # type: ignore[attr-defined]
-            rule = req.url_rule
-            decision = decide(
-                config, views, blueprints, req.method, rule.endpoint if rule is not None else None
-            )
+            rule, method = req.url_rule, req.method
+            endpoint = rule.endpoint if rule is not None else None
+            protect_all, exempt_methods = config[_PROTECT_ALL], config[_EXEMPT_METHODS]
+            if protect_all is not made_under[0] or exempt_methods is not made_under[1]:
+                decisions.clear()
+                made_under[:] = protect_all, exempt_methods
+            try:
+                decision = decisions[endpoint, method]
+            except KeyError:
+                decision = decide(config, views, blueprints, method, endpoint)
+                # Any method name a client sends on a URL without a route
+                # gets its own entry: a bound keeps that from growing.
+                if len(decisions) >= _MAX_DECISIONS:
+                    decisions.clear()
+                decisions[endpoint, method] = decision
             if decision is not None:
                 admit(policy, req, decision == "optional")
 

@@ -221,6 +221,41 @@ def test_exempt_blueprint(app_factory: AppFactory, auth: Any) -> None:
     )
 
 
+def test_protection_settings_read_at_request_time(app: Flask, auth: Any) -> None:
+    # The guard remembers its decisions per route, but not past a change.
+    @app.get("/plain")
+    def plain() -> Any:
+        return jsonify(key=get_current_key() is not None)
+
+    client = app.test_client()
+    assert client.get("/plain").status_code == 401
+    assert client.options("/plain").status_code == 200
+    app.config["BASIC_GATE_PROTECT_ALL"] = False
+    assert client.get("/plain").get_json() == {"key": False}
+    assert client.get("/decorated").status_code == 401
+    app.config["BASIC_GATE_PROTECT_ALL"] = True
+    app.config["BASIC_GATE_EXEMPT_METHODS"] = frozenset()
+    assert client.get("/plain").status_code == 401
+    assert client.options("/plain").status_code == 401
+
+
+def test_exempt_after_first_request(app_factory: AppFactory, auth: Any) -> None:
+    app = app_factory()
+    provision(app)
+    gate = gate_of(app)
+    public = Blueprint("late", __name__)
+
+    @public.get("/doc")
+    def doc() -> Any:
+        return jsonify(doc=True)
+
+    app.register_blueprint(public, url_prefix="/late")
+    client = app.test_client()
+    assert client.get("/late/doc").status_code == 401
+    gate.exempt(public)
+    assert client.get("/late/doc").status_code == 200
+
+
 def test_nested_and_renamed_blueprints(app_factory: AppFactory, auth: Any) -> None:
     app = app_factory()
     provision(app)

@@ -285,13 +285,19 @@ def test_lookups_keep_one_connection(backend_app: Flask, auth: Any) -> None:
     assert engine.pool.checkedout() == 1
 
 
+def cold_app(app_factory: AppFactory, url: str, *, connections: int) -> Flask:
+    """A provisioned app with the cache off that keeps ``connections`` for lookups."""
+    app = app_factory(
+        {"BASIC_GATE_CACHE_TTL": 0, "BASIC_GATE_LOOKUP_CONNECTIONS": connections}, url=url
+    )
+    provision(app)
+    return app
+
+
 def test_lookup_connections_zero_gives_each_back(
     app_factory: AppFactory, database_url: str, auth: Any
 ) -> None:
-    app = app_factory(
-        {"BASIC_GATE_CACHE_TTL": 0, "BASIC_GATE_LOOKUP_CONNECTIONS": 0}, url=database_url
-    )
-    provision(app)
+    app = cold_app(app_factory, database_url, connections=0)
     assert app.test_client().get("/thing", headers=auth(*OK)).status_code == 200
     assert store_of(app).engine.pool.checkedout() == 0
 
@@ -355,6 +361,24 @@ def test_dispose_closes_kept_connections(backend_app: Flask, auth: Any) -> None:
     assert closed == opened  # closed, not handed to the disposed pool
     assert client.get("/thing", headers=auth(*OK)).status_code == 200
     assert engine.pool.checkedout() == 1
+
+
+def test_kept_connections_under_threads(
+    app_factory: AppFactory, database_url: str, auth: Any
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = cold_app(app_factory, database_url, connections=2)
+
+    def calls(secret: str) -> list[int]:
+        client = app.test_client()
+        headers = auth("criticalmix", secret)
+        return [client.get("/thing", headers=headers).status_code for _ in range(25)]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(calls, ["topsecret", "wrong"] * 3))
+    assert results == [[200] * 25, [403] * 25] * 3
+    assert store_of(app).engine.pool.checkedout() <= 2
 
 
 def in_autocommit(dbapi_connection: Any) -> bool:

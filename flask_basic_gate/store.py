@@ -680,12 +680,17 @@ def _release(conn: PoolProxiedConnection, dialect: Any) -> None:
         conn.close()
 
 
-def _release_all(held: deque[PoolProxiedConnection], dialect: Any) -> None:
+def _drain(held: deque[PoolProxiedConnection]) -> Iterator[PoolProxiedConnection]:
+    # pop() until empty: safe while another thread also takes from the deque.
     while True:
         try:
-            conn = held.pop()
+            yield held.pop()
         except IndexError:
             return
+
+
+def _release_all(held: deque[PoolProxiedConnection], dialect: Any) -> None:
+    for conn in _drain(held):
         _release(conn, dialect)
 
 
@@ -695,11 +700,7 @@ def _on_dispose(held: deque[PoolProxiedConnection]) -> Callable[[Engine], None]:
     # listener holds the deque, not the store, so the engine does not keep
     # the store alive.
     def close_held(engine: Engine) -> None:
-        while True:
-            try:
-                conn = held.pop()
-            except IndexError:
-                return
+        for conn in _drain(held):
             conn.invalidate()
             conn.close()
 

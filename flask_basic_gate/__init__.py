@@ -7,26 +7,31 @@ connector of an API-management gateway.
 
 from __future__ import annotations
 
-from .config import ConfigurationError
+from .config import ConfigurationError, Settings
 from .errors import GateError, StoreUnavailable
 from .extension import BasicGate, GateState, current_key, get_current_key
-from .identity import KeyIdentity
+from .identity import AnonymousKey, KeyIdentity
 from .policy import GatePolicy
+from .routing import Requirement
 from .signals import request_authenticated, request_rejected
-from .store import AdminError, KeyStore, NewSecret
+from .store import AdminError, KeyLookup, KeyStore, NewSecret
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdminError",
+    "AnonymousKey",
     "BasicGate",
     "ConfigurationError",
     "GateError",
     "GatePolicy",
     "GateState",
     "KeyIdentity",
+    "KeyLookup",
     "KeyStore",
     "NewSecret",
+    "Requirement",
+    "Settings",
     "StoreUnavailable",
     "__version__",
     "current_key",

@@ -13,6 +13,12 @@ once (the store calls it after disabling a key or rotating a secret).
 Only successes are cached, so the cache can never turn a failure into a
 success. Reads take no lock and never change the dict (a ``dict`` lookup is
 atomic under the GIL); writers and evictions take one.
+
+Each key holds at most :data:`MAX_PER_KEY` entries, so the holder of one
+key cannot push other keys out (and back onto their KDF) by sending
+variants of the same credentials. Each key also has a generation that
+:meth:`VerificationCache.evict_key` advances: a verification that read the
+store before a change cannot write its success back after the eviction.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ _blake2b = hashlib.blake2b
 #: Bytes of digest kept per entry: 128 bits, so a wrong secret matching an
 #: entry is a 2**-128 chance per entry and guess.
 DIGEST_SIZE = 16
+#: Most entries one key may hold (its live secrets, each as UTF-8 and as
+#: ISO-8859-1 from older clients).
+MAX_PER_KEY = 4
 
 
 class VerificationCache:
@@ -49,6 +58,8 @@ class VerificationCache:
         self.size = size
         self._key = os.urandom(32)
         self._entries: dict[bytes, tuple[float, KeyIdentity]] = {}
+        self._by_key: dict[str, list[bytes]] = {}
+        self._generations: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def digest(self, authorization: str) -> bytes:
@@ -85,29 +96,70 @@ class VerificationCache:
             return None
         return entry[1]
 
-    def put(self, digest: bytes, identity: KeyIdentity, expires: float) -> None:
-        """Remember a success until ``expires`` (a :func:`time.time` value)."""
+    def generation(self, key: str) -> int:
+        """The key's generation: read it before looking the key up, and pass
+        it to :meth:`put`."""
+        return self._generations.get(key, 0)
+
+    def put(
+        self,
+        digest: bytes,
+        identity: KeyIdentity,
+        expires: float,
+        generation: Optional[int] = None,
+    ) -> bool:
+        """Remember a success until ``expires`` (a :func:`time.time` value).
+
+        :param generation: what :meth:`generation` said before the lookup;
+            when the key was evicted since, nothing is stored.
+        :return: whether the entry was stored.
+        """
         if self.size <= 0:
-            return
+            return False
+        key = identity.key
         with self._lock:
+            if generation is not None and self._generations.get(key, 0) != generation:
+                return False
             entries = self._entries
-            entries.pop(digest, None)
+            self._drop(digest)
+            mine = self._by_key.setdefault(key, [])
+            while len(mine) >= MAX_PER_KEY:
+                self._drop(mine[0])
             while len(entries) >= self.size:
-                del entries[next(iter(entries))]
+                self._drop(next(iter(entries)))
             entries[digest] = (expires, identity)
+            self._by_key.setdefault(key, []).append(digest)
+        return True
+
+    def _drop(self, digest: bytes) -> None:
+        # Under the lock.
+        entry = self._entries.pop(digest, None)
+        if entry is None:
+            return
+        key = entry[1].key
+        mine = self._by_key.get(key)
+        if mine is not None:
+            mine.remove(digest)
+            if not mine:
+                del self._by_key[key]
 
     def evict_key(self, key: str) -> int:
-        """Forget every entry of ``key``; returns how many were dropped."""
+        """Forget every entry of ``key`` and advance its generation; returns
+        how many entries were dropped."""
         with self._lock:
-            stale = [d for d, (_, ident) in self._entries.items() if ident.key == key]
+            self._generations[key] = self._generations.get(key, 0) + 1
+            stale = list(self._by_key.get(key, ()))
             for digest in stale:
-                del self._entries[digest]
+                self._drop(digest)
         return len(stale)
 
     def clear(self) -> None:
         """Forget everything."""
         with self._lock:
+            for key in self._by_key:
+                self._generations[key] = self._generations.get(key, 0) + 1
             self._entries.clear()
+            self._by_key.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

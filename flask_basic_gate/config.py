@@ -1,15 +1,22 @@
 """Every ``BASIC_GATE_*`` setting: its name, default and validation.
 
-``init_app`` calls :func:`apply_defaults` once, which fills in defaults with
+``init_app`` calls :func:`load_settings` once. It fills in defaults with
 ``setdefault``, normalises what :meth:`flask.Config.from_prefixed_env` hands
-over (JSON values or plain strings) and raises :class:`ConfigurationError`
-naming the setting when a value is wrong. The policy reads the settings from
-``app.config`` at request time.
+over (JSON values or plain strings), raises :class:`ConfigurationError`
+naming the setting (and the environment variable it came from) when a value
+is wrong, warns about ``BASIC_GATE_*`` names it does not know, and returns a
+frozen :class:`Settings`. The gate reads only that object afterwards: a
+change to ``app.config`` after ``init_app`` has no effect, as with
+Flask-SQLAlchemy's engine options.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
+import math
+import os
 import warnings
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Optional
@@ -22,14 +29,21 @@ __all__ = [
     "CACHE_TTL",
     "ConfigurationError",
     "EXEMPT_METHODS",
+    "FAILURE_LIMIT",
     "HASH_METHOD",
+    "KDF_BUDGET",
     "LOOKUP_CONNECTIONS",
     "MASHERY_ALIAS",
     "MASHERY_MODE",
     "PROTECT_ALL",
+    "RATE_LIMIT_HEADERS",
     "REALM",
+    "REDIS_URL",
     "STORE_PLAINTEXT_SECRETS",
+    "STORE_TIMEOUT",
+    "Settings",
     "apply_defaults",
+    "load_settings",
     "parse_bool",
 ]
 
@@ -57,14 +71,38 @@ STORE_PLAINTEXT_SECRETS = "BASIC_GATE_STORE_PLAINTEXT_SECRETS"
 CACHE_SIZE = "BASIC_GATE_CACHE_SIZE"
 #: How long, in seconds, a successful verification is remembered (0: never).
 CACHE_TTL = "BASIC_GATE_CACHE_TTL"
-
 #: How many pooled connections the key store keeps checked out between
 #: lookups (in autocommit), so a lookup skips the pool (0: none).
 LOOKUP_CONNECTIONS = "BASIC_GATE_LOOKUP_CONNECTIONS"
+#: Failed verifications allowed per (client address, key), in the ``limits``
+#: library's notation (``"10/minute"``, ``"5/minute;50/hour"``); ``"off"``
+#: turns the throttle off.
+FAILURE_LIMIT = "BASIC_GATE_FAILURE_LIMIT"
+#: Seconds of key-derivation work (scrypt, PBKDF2) one process may spend per
+#: second verifying person-chosen secrets (0.1: a tenth of a core); past it
+#: the gate answers 429 at once instead of queueing work. ``"off"``: no bound.
+KDF_BUDGET = "BASIC_GATE_KDF_BUDGET"
+#: Seconds a key lookup may take before it is abandoned and the request
+#: answered 503 ``gate-unavailable``.
+STORE_TIMEOUT = "BASIC_GATE_STORE_TIMEOUT"
+#: A Redis URL: revocation reaches every process at once and counters are
+#: shared (``None``: each process on its own).
+REDIS_URL = "BASIC_GATE_REDIS_URL"
+#: Send the IETF ``RateLimit-Policy`` and ``RateLimit`` fields (and, in
+#: Mashery mode, the gateway's ``X-Plan-*`` headers) on successful responses.
+RATE_LIMIT_HEADERS = "BASIC_GATE_RATE_LIMIT_HEADERS"
 
 #: The longest cache lifetime allowed: a change made in another process is
-#: seen within this many seconds.
+#: seen within this many seconds (without Redis).
 MAX_CACHE_TTL = 30.0
+#: The longest store timeout allowed, in seconds.
+MAX_STORE_TIMEOUT = 60.0
+#: The methods RFC 9110 defines (and PATCH): the only ones that may be exempt.
+STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+#: Where :meth:`flask.Config.from_prefixed_env` reads settings from, by default.
+ENV_PREFIX = "FLASK_"
 
 DEFAULTS: dict[str, Any] = {
     PROTECT_ALL: True,
@@ -77,6 +115,11 @@ DEFAULTS: dict[str, Any] = {
     CACHE_SIZE: 10_000,
     CACHE_TTL: 30,
     LOOKUP_CONNECTIONS: 1,
+    FAILURE_LIMIT: "10/minute",
+    KDF_BUDGET: 0.1,
+    STORE_TIMEOUT: 3,
+    REDIS_URL: None,
+    RATE_LIMIT_HEADERS: False,
 }
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -90,8 +133,51 @@ class ConfigurationError(ValueError):
     """
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The gate's settings for one app, checked and frozen at ``init_app``.
+
+    Every component takes this object, never ``app.config``.
+
+    .. versionadded:: 0.1
+    """
+
+    protect_all: bool
+    realm: str
+    mashery_mode: bool
+    exempt_methods: frozenset[str]
+    bind_key: Optional[str]
+    hash_method: str
+    store_plaintext_secrets: bool
+    cache_size: int
+    cache_ttl: float
+    lookup_connections: int
+    #: The failure limit in ``limits`` notation, or ``None`` when off.
+    failure_limit: Optional[str]
+    #: Seconds of KDF work per second per process, or ``None`` when off.
+    kdf_budget: Optional[float]
+    store_timeout: float
+    redis_url: Optional[str]
+    rate_limit_headers: bool
+
+    #: The ``WWW-Authenticate`` challenge of a 401.
+    @property
+    def challenge(self) -> str:
+        """``Basic realm="<realm>", charset="UTF-8"``."""
+        return f'Basic realm="{self.realm}", charset="UTF-8"'
+
+
+def _source(name: str) -> str:
+    variable = ENV_PREFIX + name
+    if variable in os.environ:
+        return f" (set by the environment variable {variable})"
+    return ""
+
+
 def _bad(name: str, value: Any, expected: str) -> ConfigurationError:
-    return ConfigurationError(f"{name} = {value!r} is not valid: expected {expected}.")
+    return ConfigurationError(
+        f"{name} = {value!r}{_source(name)} is not valid: expected {expected}."
+    )
 
 
 def parse_bool(name: str, value: Any) -> bool:
@@ -116,31 +202,73 @@ def parse_bool(name: str, value: Any) -> bool:
 
 
 def _parse_methods(name: str, value: Any) -> frozenset[str]:
+    expected = f"a list of HTTP methods from {', '.join(sorted(STANDARD_METHODS))}"
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
             try:
                 value = json.loads(text)
             except ValueError:
-                raise _bad(name, value, "a list of HTTP methods") from None
+                raise _bad(name, value, expected) from None
         else:
             value = [part for part in text.replace(",", " ").split() if part]
     if not isinstance(value, Iterable) or not all(isinstance(m, str) for m in value):
-        raise _bad(name, value, "a list of HTTP methods")
-    return frozenset(m.strip().upper() for m in value)
+        raise _bad(name, value, expected)
+    methods = frozenset(m.strip().upper() for m in value)
+    unknown = sorted(methods - STANDARD_METHODS)
+    if unknown:
+        raise _bad(name, value, f"{expected} ({unknown[0]!r} is not one)")
+    return methods
 
 
-def _parse_number(name: str, value: Any, *, integer: bool, upper: Optional[float] = None) -> float:
+def _parse_number(
+    name: str,
+    value: Any,
+    *,
+    integer: bool,
+    upper: Optional[float] = None,
+    positive: bool = False,
+) -> float:
     if isinstance(value, bool):
         raise _bad(name, value, "a number")
     try:
         number = int(value) if integer else float(value)
     except (TypeError, ValueError):
         raise _bad(name, value, "a whole number" if integer else "a number") from None
-    if number < 0 or (upper is not None and number > upper):
-        bound = f"from 0 to {upper:g}" if upper is not None else "0 or more"
+    low_ok = number > 0 if positive else number >= 0
+    if not math.isfinite(number) or not low_ok or (upper is not None and number > upper):
+        low = "above 0" if positive else "from 0"
+        bound = f"{low} to {upper:g}" if upper is not None else f"{low} up"
         raise _bad(name, value, f"a number {bound}")
     return number
+
+
+def _parse_failure_limit(name: str, value: Any) -> Optional[str]:
+    expected = 'a rate such as "10/minute" or "5/minute;50/hour", or "off"'
+    if value is None or value is False:
+        return None
+    if not isinstance(value, str):
+        raise _bad(name, value, expected)
+    text = value.strip()
+    if text.lower() in ("off", "none", "false", ""):
+        return None
+    from limits import parse_many
+
+    try:
+        items = parse_many(text)
+    except ValueError:
+        raise _bad(name, value, expected) from None
+    if not items or any(item.amount < 1 for item in items):
+        raise _bad(name, value, expected)
+    return text
+
+
+def _parse_redis_url(name: str, value: Any) -> Optional[str]:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise _bad(name, "<url>" if isinstance(value, str) else value, "a redis:// URL, or None")
+    return value
 
 
 def check_hash_method(name: str, method: Any) -> str:
@@ -176,17 +304,44 @@ def check_hash_method(name: str, method: Any) -> str:
     return method
 
 
+def _warn_unknown(config: MutableMapping[str, Any]) -> None:
+    known = list(DEFAULTS)
+    for name in list(config):
+        if not isinstance(name, str) or not name.startswith("BASIC_GATE_") or name in DEFAULTS:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else "; it is ignored."
+        warnings.warn(
+            f"{name}{_source(name)} is not a flask-basic-gate setting{hint}",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def apply_defaults(config: MutableMapping[str, Any]) -> None:
     """Fill in defaults and normalise every ``BASIC_GATE_*`` setting in place.
 
     :raises ConfigurationError: naming the first setting whose value is wrong.
     """
+    load_settings(config)
+
+
+def load_settings(config: MutableMapping[str, Any]) -> Settings:
+    """Check every ``BASIC_GATE_*`` setting once and freeze the result.
+
+    Defaults are filled into ``config`` and values normalised there too, so
+    ``app.config`` shows what the gate uses.
+
+    :raises ConfigurationError: naming the first setting whose value is wrong
+        (and the environment variable, when it came from one).
+    """
+    _warn_unknown(config)
     if MASHERY_ALIAS in config and MASHERY_MODE not in config:
         config[MASHERY_MODE] = config[MASHERY_ALIAS]
     for name, default in DEFAULTS.items():
         config.setdefault(name, list(default) if isinstance(default, list) else default)
 
-    for name in (PROTECT_ALL, MASHERY_MODE, STORE_PLAINTEXT_SECRETS):
+    for name in (PROTECT_ALL, MASHERY_MODE, STORE_PLAINTEXT_SECRETS, RATE_LIMIT_HEADERS):
         config[name] = parse_bool(name, config[name])
     if MASHERY_ALIAS in config:
         parse_bool(MASHERY_ALIAS, config[MASHERY_ALIAS])
@@ -206,11 +361,38 @@ def apply_defaults(config: MutableMapping[str, Any]) -> None:
     config[CACHE_TTL] = _parse_number(
         CACHE_TTL, config[CACHE_TTL], integer=False, upper=MAX_CACHE_TTL
     )
+    failure_limit = _parse_failure_limit(FAILURE_LIMIT, config[FAILURE_LIMIT])
+    kdf_budget = config[KDF_BUDGET]
+    if kdf_budget is None or (isinstance(kdf_budget, str) and kdf_budget.strip().lower() == "off"):
+        kdf_budget = None
+    else:
+        kdf_budget = _parse_number(KDF_BUDGET, kdf_budget, integer=False, upper=1.0, positive=True)
+    config[STORE_TIMEOUT] = _parse_number(
+        STORE_TIMEOUT, config[STORE_TIMEOUT], integer=False, upper=MAX_STORE_TIMEOUT, positive=True
+    )
+    redis_url = _parse_redis_url(REDIS_URL, config[REDIS_URL])
 
     if config[STORE_PLAINTEXT_SECRETS]:
         warnings.warn(
             f"{STORE_PLAINTEXT_SECRETS} is on: new secrets are stored readable in the"
             " database. Use it only while migrating keys, then turn it off.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
+    return Settings(
+        protect_all=config[PROTECT_ALL],
+        realm=realm,
+        mashery_mode=config[MASHERY_MODE],
+        exempt_methods=config[EXEMPT_METHODS],
+        bind_key=bind_key,
+        hash_method=config[HASH_METHOD],
+        store_plaintext_secrets=config[STORE_PLAINTEXT_SECRETS],
+        cache_size=config[CACHE_SIZE],
+        cache_ttl=config[CACHE_TTL],
+        lookup_connections=config[LOOKUP_CONNECTIONS],
+        failure_limit=failure_limit,
+        kdf_budget=kdf_budget,
+        store_timeout=config[STORE_TIMEOUT],
+        redis_url=redis_url,
+        rate_limit_headers=config[RATE_LIMIT_HEADERS],
+    )

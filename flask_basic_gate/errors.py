@@ -22,8 +22,13 @@ __all__ = [
     "INVALID_AUTHORIZATION",
     "INVALID_CREDENTIALS",
     "KEY_INACTIVE",
+    "PACKAGE_NOT_AUTHORIZED",
+    "QUOTA_EXCEEDED",
+    "RATE_LIMIT_EXCEEDED",
+    "TOO_MANY_FAILURES",
     "StoreUnavailable",
     "error_body",
+    "failure",
 ]
 
 #: errorCode: the request has no ``Authorization`` header.
@@ -38,6 +43,15 @@ INVALID_CREDENTIALS = "invalid-credentials"
 KEY_INACTIVE = "key-inactive"
 #: errorCode: the key store could not be read; the gate fails closed.
 GATE_UNAVAILABLE = "gate-unavailable"
+#: errorCode: too many failed verifications from this client for this key,
+#: or the process's budget of key-derivation work is spent.
+TOO_MANY_FAILURES = "too-many-failures"
+#: errorCode: the key is valid but its package may not use this route.
+PACKAGE_NOT_AUTHORIZED = "package-not-authorized"
+#: errorCode: the key is over its plan's calls per second.
+RATE_LIMIT_EXCEEDED = "rate-limit-exceeded"
+#: errorCode: the key is over its plan's quota for the current window.
+QUOTA_EXCEEDED = "quota-exceeded"
 
 #: errorMessage for each errorCode.
 MESSAGES = {
@@ -47,7 +61,41 @@ MESSAGES = {
     INVALID_CREDENTIALS: "Invalid Authentication Credentials",
     KEY_INACTIVE: "Account Inactive",
     GATE_UNAVAILABLE: "Authentication is temporarily unavailable",
+    TOO_MANY_FAILURES: "Too Many Failed Attempts",
+    PACKAGE_NOT_AUTHORIZED: "Not Authorized",
+    RATE_LIMIT_EXCEEDED: "Account Over Queries Per Second Limit",
+    QUOTA_EXCEEDED: "Account Over Rate Limit",
 }
+
+#: The HTTP status of each errorCode in the default (RFC) mode.
+RFC_STATUS = {
+    AUTHORIZATION_REQUIRED: 401,
+    BASIC_REQUIRED: 401,
+    INVALID_AUTHORIZATION: 401,
+    INVALID_CREDENTIALS: 403,
+    KEY_INACTIVE: 403,
+    GATE_UNAVAILABLE: 503,
+    TOO_MANY_FAILURES: 429,
+    PACKAGE_NOT_AUTHORIZED: 403,
+    RATE_LIMIT_EXCEEDED: 429,
+    QUOTA_EXCEEDED: 429,
+}
+
+# The gateway's own error headers in its legacy mode (its status is always
+# 403 there, except 503); the codes not named here answer Not Authorized.
+_NOT_AUTHORIZED = ("ERR_403_NOT_AUTHORIZED", "Not Authorized")
+MASHERY_CODES = {
+    KEY_INACTIVE: ("ERR_403_DEVELOPER_INACTIVE", "Account Inactive"),
+    RATE_LIMIT_EXCEEDED: (
+        "ERR_403_DEVELOPER_OVER_QPS",
+        "Account Over Queries Per Second Limit",
+    ),
+    QUOTA_EXCEEDED: ("ERR_403_DEVELOPER_OVER_RATE", "Account Over Rate Limit"),
+}
+
+#: Seconds a client is told to wait after a 503 when the store gives no
+#: better figure.
+UNAVAILABLE_RETRY_AFTER = 1
 
 
 def error_body(error_code: str, message: str) -> str:
@@ -55,9 +103,12 @@ def error_body(error_code: str, message: str) -> str:
 
     .. versionadded:: 0.1
     """
-    return json.dumps(
-        {"errorCode": error_code, "errorMessage": message, "errors": []},
-        separators=(", ", ": "),
+    return (
+        json.dumps(
+            {"errorCode": error_code, "errorMessage": message, "errors": []},
+            separators=(", ", ": "),
+        )
+        + "\n"
     )
 
 
@@ -66,14 +117,21 @@ class StoreUnavailable(Exception):
 
     Raised by the store, turned into a 503 ``gate-unavailable`` by the policy.
 
+    :param retry_after: whole seconds the client is told to wait.
+
     .. versionadded:: 0.1
     """
+
+    def __init__(self, message: str = "", *, retry_after: int = UNAVAILABLE_RETRY_AFTER) -> None:
+        super().__init__(message)
+        #: Whole seconds for the 503's ``Retry-After`` header.
+        self.retry_after = retry_after
 
 
 class GateError(HTTPException):
     """A request the gate refused.
 
-    :param status: the HTTP status (401, 403 or 503).
+    :param status: the HTTP status (401, 403, 429 or 503).
     :param error_code: the gateway's ``errorCode``, one of the constants in
         this module.
     :param headers: extra response headers, such as ``WWW-Authenticate`` or
@@ -120,3 +178,41 @@ class GateError(HTTPException):
 
     def __repr__(self) -> str:
         return f"<GateError {self.code} {self.error_code}>"
+
+
+def failure(
+    error_code: str,
+    *,
+    mashery: bool,
+    challenge: str,
+    retry_after: Optional[int] = None,
+    key: Optional[str] = None,
+    package: Optional[str] = None,
+) -> GateError:
+    """The :class:`GateError` for ``error_code`` in the configured mode.
+
+    The one place that knows the decision table's statuses and headers.
+
+    :param mashery: the gateway's legacy mode: every 401 and 429 becomes a
+        403 without a challenge, with ``X-Mashery-Error-Code`` and
+        ``X-Error-Detail-Header``.
+    :param challenge: the ``WWW-Authenticate`` value of a 401.
+    :param retry_after: seconds for ``Retry-After`` (a 503 always has one).
+    :param key: the key the request named, kept on the error for logs.
+    :param package: the key's package, when known, for logs.
+
+    .. versionadded:: 0.1
+    """
+    status = RFC_STATUS[error_code]
+    headers: list[tuple[str, str]] = []
+    if status == 503:
+        retry_after = retry_after or UNAVAILABLE_RETRY_AFTER
+    elif mashery:
+        status = 403
+        code, detail = MASHERY_CODES.get(error_code, _NOT_AUTHORIZED)
+        headers += [("X-Mashery-Error-Code", code), ("X-Error-Detail-Header", detail)]
+    elif status == 401:
+        headers.append(("WWW-Authenticate", challenge))
+    if retry_after is not None:
+        headers.append(("Retry-After", str(max(1, int(retry_after)))))
+    return GateError(status, error_code, headers, key=key, package=package)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -23,15 +23,16 @@ from typing import (
     overload,
 )
 
-from flask import Blueprint, Config, Flask, current_app, has_request_context, request
+from flask import Blueprint, Flask, current_app, has_request_context, request
 from werkzeug.local import LocalProxy
 
 from . import config as cfg
 from .cache import VerificationCache
 from .errors import GateError
-from .identity import KeyIdentity
+from .identity import ANONYMOUS, AnonymousKey, KeyIdentity
 from .models import get_models
 from .policy import GatePolicy
+from .routing import EXEMPT, MARK, Requirement, Routes, packages_of
 from .signals import request_authenticated, request_rejected
 from .store import KeyStore
 
@@ -50,18 +51,7 @@ EXTENSION_NAME = "basic_gate"
 #: nothing of one request is seen in another, even when a test keeps one app
 #: context pushed around many requests (which would share ``g``).
 ENVIRON_KEY = "flask_basic_gate.identity"
-_MARK = "_basic_gate_mark"
 _UNSET: Any = object()
-
-
-class _Required(NamedTuple):
-    optional: bool
-
-
-_EXEMPT = "exempt"
-# Read on every request: module constants spare an attribute lookup each.
-_EXEMPT_METHODS = cfg.EXEMPT_METHODS
-_PROTECT_ALL = cfg.PROTECT_ALL
 _DEBUG = logging.DEBUG
 #: Most (route, method) decisions a guard remembers before starting over.
 _MAX_DECISIONS = 1024
@@ -77,6 +67,8 @@ class GateState(NamedTuple):
     policy: GatePolicy
     store: KeyStore
     cache: VerificationCache
+    #: The settings checked and frozen at ``init_app``.
+    settings: cfg.Settings
 
 
 class BasicGate:
@@ -105,13 +97,10 @@ class BasicGate:
     ) -> None:
         self.db = db
         self.policy_class = policy_class
-        # Blueprint objects, not names: a blueprint registered under another
-        # name, or nested (a dotted name), is still the same object.
-        self._exempt_blueprints: set[Blueprint] = set()
-        self._protected_blueprints: set[Blueprint] = set()
+        self._routes = Routes()
         # Each guard's remembered decisions; marking a view or a blueprint
         # clears them.
-        self._decisions: list[dict[Any, Optional[str]]] = []
+        self._decisions: list[dict[Any, Optional[Requirement]]] = []
         if app is not None:
             self.init_app(app)
 
@@ -138,8 +127,8 @@ class BasicGate:
                 "The Flask-SQLAlchemy object given to BasicGate is not initialised on this app:"
                 " call db.init_app(app) before gate.init_app(app)."
             )
-        cfg.apply_defaults(app.config)
-        bind_key = app.config[cfg.BIND_KEY]
+        settings = cfg.load_settings(app.config)
+        bind_key = settings.bind_key
         with app.app_context():
             engines = app.extensions["sqlalchemy"].engines
             if bind_key not in engines:
@@ -148,10 +137,10 @@ class BasicGate:
                     " or unset it."
                 )
             engine = engines[bind_key]
-        store = KeyStore(get_models(db, bind_key), engine, app.config)
-        cache = VerificationCache(app.config[cfg.CACHE_SIZE])
-        policy = self.policy_class(store, app.config, cache)
-        state = GateState(self, policy, store, cache)
+        store = KeyStore(get_models(db, bind_key), engine, settings)
+        cache = VerificationCache(settings.cache_size)
+        policy = self.policy_class(store, settings, cache)
+        state = GateState(self, policy, store, cache, settings)
         app.extensions[EXTENSION_NAME] = state
         app.before_request(self._make_guard(app, state))
 
@@ -188,27 +177,46 @@ class BasicGate:
     def required(self, view: F) -> F: ...
 
     @overload
-    def required(self, *, optional: bool = False) -> Callable[[F], F]: ...
+    def required(
+        self, *, optional: bool = False, packages: Optional[Iterable[str]] = None
+    ) -> Callable[[F], F]: ...
 
     def required(
-        self, view: Optional[F] = None, *, optional: bool = False
+        self,
+        view: Optional[F] = None,
+        *,
+        optional: bool = False,
+        packages: Optional[Iterable[str]] = None,
     ) -> Union[F, Callable[[F], F]]:
         """Protect a view, bare (``@gate.required``) or with arguments.
 
+        Write it *below* the route decorator, so the route registers the
+        protected view::
+
+            @app.get("/reports")
+            @gate.required(packages=["reports"])
+            def reports(): ...
+
+        Written above it, the route would register the unprotected view; the
+        gate notices at the app's first request and raises.
+
         :param optional: let a request without an ``Authorization`` header
-            through, with :data:`current_key` ``None``; a header that is
+            through, with :data:`current_key` anonymous; a header that is
             present must still be valid.
+        :param packages: reserve the route for keys of these packages; a
+            valid key of another package gets 403 ``package-not-authorized``.
 
         Works on async views. Under ``BASIC_GATE_PROTECT_ALL`` the guard has
         already checked the request; it is never checked twice.
         """
+        requirement = Requirement(optional, packages_of(packages))
 
         def decorate(func: F) -> F:
             if inspect.iscoroutinefunction(func):
 
                 @functools.wraps(func)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    self._check(optional)
+                    self._check(requirement)
                     return await func(*args, **kwargs)
 
                 wrapper: Any = async_wrapper
@@ -216,11 +224,13 @@ class BasicGate:
 
                 @functools.wraps(func)
                 def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    self._check(optional)
+                    self._check(requirement)
                     return func(*args, **kwargs)
 
                 wrapper = sync_wrapper
-            setattr(wrapper, _MARK, _Required(optional))
+            setattr(wrapper, MARK, requirement)
+            self._routes.wrapped.add(func)
+            self._forget_decisions()
             return wrapper  # type: ignore[no-any-return]
 
         if view is not None:
@@ -241,15 +251,21 @@ class BasicGate:
         requirement wins.
         """
         if isinstance(view, Blueprint):
-            self._exempt_blueprints.add(view)
-        elif not isinstance(getattr(view, _MARK, None), _Required):
-            setattr(view, _MARK, _EXEMPT)
+            self._routes.exempt_blueprints.add(view)
+        elif not isinstance(getattr(view, MARK, None), Requirement):
+            setattr(view, MARK, EXEMPT)
         self._forget_decisions()
         return view
 
-    def protect(self, blueprint: Blueprint) -> Blueprint:
-        """Guard every route of ``blueprint`` (for ``BASIC_GATE_PROTECT_ALL = False``)."""
-        self._protected_blueprints.add(blueprint)
+    def protect(
+        self, blueprint: Blueprint, *, packages: Optional[Iterable[str]] = None
+    ) -> Blueprint:
+        """Guard every route of ``blueprint`` (for ``BASIC_GATE_PROTECT_ALL = False``).
+
+        :param packages: reserve the blueprint's routes for keys of these
+            packages (with ``BASIC_GATE_PROTECT_ALL`` too).
+        """
+        self._routes.protected_blueprints[blueprint] = Requirement(False, packages_of(packages))
         self._forget_decisions()
         return blueprint
 
@@ -264,8 +280,8 @@ class BasicGate:
     ) -> Optional[Literal["required", "optional"]]:
         """Whether the gate asks for credentials on a request to ``endpoint``.
 
-        The guard asks this on every request; documentation generators (see
-        :mod:`flask_basic_gate.openapi`) ask it per route.
+        Documentation generators (see :mod:`flask_basic_gate.openapi`) ask
+        this per route; :meth:`requirement` also says which packages.
 
         :param endpoint: the endpoint name, or ``None`` for a URL no route
             matches.
@@ -276,94 +292,85 @@ class BasicGate:
             unchecked (exempt view, blueprint or method, static files, or a
             route nothing protects under ``BASIC_GATE_PROTECT_ALL = False``).
         """
-        app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
-        self.state(app)
-        return self._decide(
-            app.config, app.view_functions, app.blueprints, method.upper(), endpoint
-        )
+        found = self.requirement(endpoint, method, app)
+        if found is None:
+            return None
+        return "optional" if found.optional else "required"
 
-    def _decide(
-        self,
-        config: Config,
-        views: dict[str, Any],
-        blueprints: Mapping[str, Any],
-        method: str,
-        endpoint: Optional[str],
-    ) -> Optional[Literal["required", "optional"]]:
-        if method in config[_EXEMPT_METHODS]:
-            return None
-        if endpoint is None:  # no route: guarded like a gateway, then 404
-            return "required" if config[_PROTECT_ALL] else None
-        mark = getattr(views.get(endpoint), _MARK, None)
-        # Flask names the static route "static", a blueprint's "<name>.static".
-        if mark == _EXEMPT or endpoint == "static" or endpoint.endswith(".static"):
-            return None
-        required = mark is not None
-        protect = required or config[_PROTECT_ALL]
-        if self._exempt_blueprints or self._protected_blueprints:
-            chain = [blueprints.get(name) for name in _blueprint_names(endpoint)]
-            if not self._exempt_blueprints.isdisjoint(chain):
-                protect = required  # the decorator's explicit requirement wins
-            elif not self._protected_blueprints.isdisjoint(chain):
-                protect = True
-        if not protect:
-            return None
-        return "optional" if mark is not None and mark.optional else "required"
+    def requirement(
+        self, endpoint: Optional[str], method: str = "GET", app: Optional[Flask] = None
+    ) -> Optional[Requirement]:
+        """What a request to ``endpoint`` must show, or ``None`` when it goes
+        through unchecked.
+
+        .. versionadded:: 0.1
+        """
+        app = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self.state(app)
+        return self._routes.resolve(
+            state.settings, app.view_functions, app.blueprints, method.upper(), endpoint
+        )
 
     def _make_guard(self, app: Flask, state: GateState) -> Callable[[], None]:
         """The ``before_request`` function for ``app``.
 
-        A plain closure over the app's config, views and blueprints: it runs
-        on every request, so it makes no lookup through ``current_app`` (and
-        Flask's ``ensure_sync`` recognises a plain function fastest). It
-        remembers :meth:`_decide`'s answer per route and method, for as long
-        as the two settings it reads keep their values.
+        A plain closure over the app's views and blueprints and the frozen
+        settings: it runs on every request, so it makes no lookup through
+        ``current_app`` (and Flask's ``ensure_sync`` recognises a plain
+        function fastest). It remembers each route's requirement per method.
         """
-        config, views, blueprints = app.config, app.view_functions, app.blueprints
-        decide, admit, policy = self._decide, self._admit, state.policy
-        decisions: dict[Any, Optional[str]] = {}
+        settings, views, blueprints = state.settings, app.view_functions, app.blueprints
+        resolve, admit, policy, routes = (
+            self._routes.resolve,
+            self._admit,
+            state.policy,
+            self._routes,
+        )
+        decisions: dict[Any, Optional[Requirement]] = {}
         self._decisions.append(decisions)
-        made_under: list[Any] = [None, None]  # PROTECT_ALL and EXEMPT_METHODS
+        checked: list[bool] = []
 
         def basic_gate_guard() -> None:
             req = request._get_current_object()  # type: ignore[attr-defined]
             rule, method = req.url_rule, req.method
             endpoint = rule.endpoint if rule is not None else None
-            protect_all, exempt_methods = config[_PROTECT_ALL], config[_EXEMPT_METHODS]
-            if protect_all is not made_under[0] or exempt_methods is not made_under[1]:
-                decisions.clear()
-                made_under[:] = protect_all, exempt_methods
             try:
-                decision = decisions[endpoint, method]
+                requirement = decisions[endpoint, method]
             except KeyError:
-                decision = decide(config, views, blueprints, method, endpoint)
+                if not checked:
+                    _check_order(routes, views)
+                    checked.append(True)
+                requirement = resolve(settings, views, blueprints, method, endpoint)
                 # Any method name a client sends on a URL without a route
                 # gets its own entry: a bound keeps that from growing.
                 if len(decisions) >= _MAX_DECISIONS:
                     decisions.clear()
-                decisions[endpoint, method] = decision
-            if decision is not None:
-                admit(policy, req, decision == "optional")
+                decisions[endpoint, method] = requirement
+            if requirement is not None:
+                admit(policy, req, requirement)
 
         return basic_gate_guard
 
-    def _check(self, optional: bool) -> None:
+    def _check(self, requirement: Requirement) -> None:
         """Run by a decorated view before its body."""
-        policy = self.state().policy  # a clear error when init_app never ran on this app
+        state = self.state()  # a clear error when init_app never ran on this app
         req = request._get_current_object()  # type: ignore[attr-defined]
-        if req.method in policy.config[cfg.EXEMPT_METHODS]:
+        if req.method in state.settings.exempt_methods:
             return
-        # The guard may have checked this request already (PROTECT_ALL).
+        # The guard may have checked this request already (PROTECT_ALL), for
+        # the same route and so the same requirement.
         done = req.environ.get(ENVIRON_KEY, _UNSET)
-        if done is _UNSET or (done is None and not optional):
-            self._admit(policy, req, optional)
+        if done is _UNSET or (done is None and not requirement.optional):
+            self._admit(state.policy, req, requirement)
 
     @staticmethod
-    def _admit(policy: GatePolicy, req: Any, optional: bool) -> None:
+    def _admit(policy: GatePolicy, req: Any, requirement: Requirement) -> None:
         """Ask ``policy`` about the request; log, signal, keep the identity."""
         environ = req.environ
         try:
-            identity = policy.authenticate(environ.get("HTTP_AUTHORIZATION"), optional=optional)
+            identity = policy.decide(
+                requirement, environ.get("HTTP_AUTHORIZATION"), req.remote_addr
+            )
         except GateError as error:
             if logger.isEnabledFor(logging.INFO):
                 _log(
@@ -410,22 +417,23 @@ def _log(
     logger.log(level, "%s %s", event, text, extra={"basic_gate": fields})
 
 
-def _blueprint_names(endpoint: str) -> list[str]:
-    # What flask.Request.blueprints gives for ``endpoint``: the blueprint's
-    # dotted name, then each parent's (the keys of app.blueprints).
-    names = []
-    name = endpoint.rpartition(".")[0]
-    while name:
-        names.append(name)
-        name = name.rpartition(".")[0]
-    return names
+def _check_order(routes: Routes, views: dict[str, Any]) -> None:
+    endpoint = routes.misordered(views)
+    if endpoint is not None:
+        raise RuntimeError(
+            f"The view {endpoint!r} was registered without @gate.required: the decorator is"
+            " written above the route decorator, so the route serves the unprotected view."
+            " Put @gate.required (or @gate.required(...)) below @app.route / @bp.route,"
+            " next to the function."
+        )
 
 
 def get_current_key() -> Optional[KeyIdentity]:
     """The identity that authenticated the current request, or ``None``.
 
     ``None`` outside a request, on an unprotected route, or when optional
-    authentication saw no header.
+    authentication saw no header (where :data:`current_key` is the falsy
+    anonymous identity).
 
     .. versionadded:: 0.1
     """
@@ -435,9 +443,15 @@ def get_current_key() -> Optional[KeyIdentity]:
     return identity
 
 
+def _current_key() -> Union[KeyIdentity, AnonymousKey]:
+    return get_current_key() or ANONYMOUS
+
+
 #: The :class:`~flask_basic_gate.identity.KeyIdentity` of the current
-#: request (a context-local proxy). Use ``if current_key:`` or
-#: :func:`get_current_key` to test for ``None``.
+#: request (a context-local proxy). Without an authenticated key it is the
+#: falsy :class:`~flask_basic_gate.identity.AnonymousKey`, whose fields are
+#: ``None``: test it with ``if current_key:``, never ``is None`` (a proxy is
+#: never ``None``).
 #:
 #: .. versionadded:: 0.1
-current_key: KeyIdentity = LocalProxy(get_current_key)  # type: ignore[assignment]
+current_key: Union[KeyIdentity, AnonymousKey] = LocalProxy(_current_key)  # type: ignore[assignment]

@@ -14,10 +14,16 @@ from __future__ import annotations
 import binascii
 import enum
 import re
-from base64 import b64decode
+from base64 import b64decode, b64encode
 from typing import NamedTuple, Optional, Union
 
-__all__ = ["BasicCredentials", "HeaderProblem", "parse_basic"]
+__all__ = [
+    "BasicCredentials",
+    "HeaderProblem",
+    "has_control_character",
+    "is_canonical",
+    "parse_basic",
+]
 
 
 class HeaderProblem(enum.Enum):
@@ -91,3 +97,29 @@ def parse_basic(value: Optional[str]) -> Union[BasicCredentials, HeaderProblem]:
     if not colon:
         return HeaderProblem.NO_SECRET
     return BasicCredentials(key, secret)
+
+
+# C0 controls and DEL: no credential holds one, and NUL in particular would
+# match a shorter secret inside HMAC (it pads short keys with zero bytes).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a C0 control character or DEL."""
+    return _CONTROL.search(text) is not None
+
+
+def is_canonical(value: str) -> bool:
+    """Whether ``value`` is the one spelling of its credentials the
+    verification cache keeps: ``Basic``, one space, and the token exactly
+    as base64 encodes its bytes (no other case, spacing or stray bits).
+
+    .. versionadded:: 0.1
+    """
+    if not value.startswith("Basic "):
+        return False
+    token = value[6:]
+    try:
+        return b64encode(b64decode(token, validate=True)).decode("ascii") == token
+    except (binascii.Error, ValueError):
+        return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-__all__ = ["KeyIdentity"]
+__all__ = ["ANONYMOUS", "AnonymousKey", "KeyIdentity"]
 
 
 class KeyIdentity(NamedTuple):
@@ -29,3 +29,31 @@ class KeyIdentity(NamedTuple):
 
     def __str__(self) -> str:
         return self.key
+
+
+class AnonymousKey:
+    """What :data:`~flask_basic_gate.current_key` is when no key authenticated
+    the request: falsy, with every field ``None`` (as Flask-Login's
+    ``AnonymousUserMixin``), so ``current_key.key`` is ``None`` and
+    ``if current_key:`` still works.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = ()
+
+    key: None = None
+    package: None = None
+    owner_name: None = None
+    owner_email: None = None
+    key_id: None = None
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "<AnonymousKey>"
+
+
+#: The one anonymous identity.
+ANONYMOUS = AnonymousKey()

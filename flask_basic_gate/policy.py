@@ -1,10 +1,22 @@
 """The policy: the one place where the gate decides a request's outcome.
 
-The guard and the decorator only decide *whether* a route is protected; they
-hand the ``Authorization`` value to :meth:`GatePolicy.authenticate`, which
-returns the caller's :class:`~flask_basic_gate.identity.KeyIdentity` or
-raises the :class:`~flask_basic_gate.errors.GateError` the gateway would
-answer. Settings are read from the app's config on each call.
+The guard and the decorator only say *what a route requires* (a
+:class:`~flask_basic_gate.routing.Requirement`); they hand it, the
+``Authorization`` value and the client's address to :meth:`GatePolicy.decide`,
+which returns the caller's :class:`~flask_basic_gate.identity.KeyIdentity`
+or raises the :class:`~flask_basic_gate.errors.GateError` the gateway would
+answer. The steps run in one fixed order:
+
+1. **throttle**: a (client address, key) pair over its failure limit is
+   refused before anything else, cached successes included;
+2. **cache**: a fresh success for exactly these credentials skips step 3
+   (never steps 5 and 6);
+3. **lookup and verify**: one indexed read bounded by the store timeout;
+   a KDF only for person-chosen secrets, within the process's KDF budget;
+4. **active**: status, not-before, expiry;
+5. **package**: may the key's package use this route?
+6. **plan**: calls per second and quota, counted only for requests that got
+   this far.
 
 The decision table (RFC mode)::
 
@@ -12,25 +24,26 @@ The decision table (RFC mode)::
     scheme other than Basic           401 basic-authorization-required
     Basic without a valid token       401 invalid-authorization
     no colon, unknown key, wrong,
-    empty or expired secret           403 invalid-credentials
+    empty or expired secret, or a
+    control character in either       403 invalid-credentials
     secret matches, key inactive      403 key-inactive
+    key's package not on the route    403 package-not-authorized
+    too many failures, KDF budget     429 too-many-failures
+    over the plan's QPS / quota       429 rate-limit-exceeded / quota-exceeded
     the store cannot be read          503 gate-unavailable
 
-In Mashery mode every 401 becomes a 403 without a challenge, and every 403
-carries the platform's ``X-Mashery-Error-Code`` and ``X-Error-Detail-Header``.
+In Mashery mode every 401 and 429 becomes a 403 without a challenge, and
+every 403 carries the platform's ``X-Mashery-Error-Code`` and
+``X-Error-Detail-Header``.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-from werkzeug.security import generate_password_hash
-
-from . import config as cfg
 from .cache import VerificationCache
+from .config import Settings
 from .errors import (
     AUTHORIZATION_REQUIRED,
     BASIC_REQUIRED,
@@ -38,20 +51,28 @@ from .errors import (
     INVALID_AUTHORIZATION,
     INVALID_CREDENTIALS,
     KEY_INACTIVE,
+    PACKAGE_NOT_AUTHORIZED,
+    TOO_MANY_FAILURES,
     GateError,
     StoreUnavailable,
+    failure,
 )
 from .hashing import KDF, verify_secret
-from .header import BasicCredentials, HeaderProblem, parse_basic
+from .header import (
+    BasicCredentials,
+    HeaderProblem,
+    has_control_character,
+    is_canonical,
+    parse_basic,
+)
 from .identity import KeyIdentity
 from .models import ACTIVE
-from .store import KeyRecord, KeyStore
+from .records import KeyRecord
+from .routing import REQUIRED, Requirement
+from .store import KeyLookup, KeyStore
+from .throttle import FailureThrottle, KdfBudget, make_storage
 
 __all__ = ["GatePolicy"]
-
-logger = logging.getLogger("flask_basic_gate")
-
-_CACHE_TTL = cfg.CACHE_TTL
 
 _PROBLEMS = {
     HeaderProblem.MISSING: AUTHORIZATION_REQUIRED,
@@ -59,16 +80,6 @@ _PROBLEMS = {
     HeaderProblem.MALFORMED: INVALID_AUTHORIZATION,
     HeaderProblem.NO_SECRET: INVALID_CREDENTIALS,
 }
-
-# The gateway's own error headers in its legacy mode.
-_NOT_AUTHORIZED = (
-    ("X-Mashery-Error-Code", "ERR_403_NOT_AUTHORIZED"),
-    ("X-Error-Detail-Header", "Not Authorized"),
-)
-_INACTIVE = (
-    ("X-Mashery-Error-Code", "ERR_403_DEVELOPER_INACTIVE"),
-    ("X-Error-Detail-Header", "Account Inactive"),
-)
 
 
 class GatePolicy:
@@ -78,82 +89,159 @@ class GatePolicy:
     <flask_basic_gate.BasicGate.init_app>`. Subclass it and pass the class as
     ``BasicGate(policy_class=...)`` to change a decision without forking.
 
-    :param store: where keys are looked up.
-    :param config: the app's config, read on every call.
+    :param store: the app's key store; the policy reads through its
+        :attr:`~flask_basic_gate.KeyStore.reader`.
+    :param settings: the gate's frozen settings.
     :param cache: remembers successful verifications.
+    :param counters: the :mod:`limits` storage for the throttle (and plans);
+        made from ``BASIC_GATE_REDIS_URL`` when not given.
 
     .. versionadded:: 0.1
     """
 
     def __init__(
-        self, store: KeyStore, config: Mapping[str, Any], cache: VerificationCache
+        self,
+        store: KeyStore,
+        settings: Settings,
+        cache: VerificationCache,
+        counters: Any = None,
     ) -> None:
         self.store = store
-        self.config = config
+        self.reader: KeyLookup = store.reader
+        self.settings = settings
         self.cache = cache
         #: Current POSIX time; tests replace it to move through expiries.
         self.clock: Callable[[], float] = time.time
-        self._dummy: Optional[tuple[str, str]] = None
+        if counters is None and settings.failure_limit is not None:
+            counters = make_storage(settings.redis_url)
+        #: Failed-attempt counters, or ``None`` when ``BASIC_GATE_FAILURE_LIMIT`` is off.
+        self.throttle: Optional[FailureThrottle] = (
+            FailureThrottle(settings.failure_limit, counters)
+            if settings.failure_limit is not None
+            else None
+        )
+        #: The bound on KDF work, or ``None`` when ``BASIC_GATE_KDF_BUDGET`` is off.
+        self.kdf_budget: Optional[KdfBudget] = (
+            KdfBudget(settings.kdf_budget) if settings.kdf_budget is not None else None
+        )
+        self._ttl = settings.cache_ttl
         store.on_change.append(cache.evict_key)
 
     def authenticate(
-        self, header: Optional[str], *, optional: bool = False
+        self, header: Optional[str], *, optional: bool = False, client: Optional[str] = None
     ) -> Optional[KeyIdentity]:
-        """Check an ``Authorization`` header value.
+        """Check an ``Authorization`` header value for a route any key may use.
 
         :param header: the raw value, or ``None`` when the request has none.
         :param optional: let a request without the header through (returning
             ``None``); a header that is present must still be valid.
+        :param client: the client's address, for the failure throttle.
         :return: the caller's identity (``None`` only when ``optional``).
         :raises GateError: the answer the request gets instead.
         """
+        requirement = Requirement(optional=True) if optional else REQUIRED
+        return self.decide(requirement, header, client)
+
+    def decide(
+        self, requirement: Requirement, header: Optional[str], client: Optional[str]
+    ) -> Optional[KeyIdentity]:
+        """Decide a request to a route with ``requirement``.
+
+        :param requirement: what the route asks for.
+        :param header: the raw ``Authorization`` value, or ``None``.
+        :param client: the client's address (``request.remote_addr``).
+        :return: the caller's identity (``None`` only when the requirement is
+            optional and no header was sent).
+        :raises GateError: the answer the request gets instead.
+
+        .. versionadded:: 0.1
+        """
         now = self.clock()
-        ttl = self.config.get(_CACHE_TTL, 0)
+        client = client or ""
+        throttle = self.throttle
         digest = None
-        if ttl and header is not None:
+        if self._ttl and header is not None:
             digest, identity = self.cache.lookup(header, now)
             if identity is not None:
-                return identity
+                # 1. A throttled pair is not served from the cache either: it
+                # would answer right guesses at once and wrong ones with 429.
+                if (
+                    throttle is not None
+                    and throttle.blocked
+                    and throttle.is_blocked(client, identity.key, now)
+                ):
+                    raise self._throttled(client, identity.key, now)
+                return self.admit(requirement, identity, now)
         parsed = parse_basic(header)
         if not isinstance(parsed, BasicCredentials):
-            if optional and parsed is HeaderProblem.MISSING:
+            if requirement.optional and parsed is HeaderProblem.MISSING:
                 return None
             raise self.failure(_PROBLEMS[parsed])
-        try:
-            record = self.store.lookup(parsed.key)
-        except StoreUnavailable:
-            logger.exception("Key store unavailable; refusing the request (fail closed).")
-            raise self.failure(GATE_UNAVAILABLE, parsed.key) from None
-        expires = self.verify(record, parsed.secret, now)
+        key, secret = parsed
+        if throttle is not None:
+            wait = throttle.retry_after(client, key, now)
+            if wait is not None:
+                raise self.failure(TOO_MANY_FAILURES, key, retry_after=wait)
+        generation = self.cache.generation(key)
+        record = None
+        if secret and not has_control_character(key) and not has_control_character(secret):
+            try:
+                record = self.reader.lookup(key)
+            except StoreUnavailable as exc:
+                raise self.failure(GATE_UNAVAILABLE, key, retry_after=exc.retry_after) from None
+        expires = self.verify(record, secret, now) if record is not None else None
         if record is None or expires is None:
-            raise self.failure(INVALID_CREDENTIALS, parsed.key)
+            if throttle is not None:
+                throttle.failed(client, key, now)
+            raise self.failure(INVALID_CREDENTIALS, key)
         if not self.is_active(record, now):
-            raise self.failure(KEY_INACTIVE, parsed.key, record.package)
+            raise self.failure(KEY_INACTIVE, key, record.package)
         identity = KeyIdentity(
             record.key, record.package, record.owner_name, record.owner_email, record.id
         )
-        if digest is not None:
+        if digest is not None and is_canonical(header or ""):
             # Never past the secret's or the key's own expiry.
-            until = min(now + ttl, expires, record.expires or expires)
-            self.cache.put(digest, identity, until)
+            until = min(now + self._ttl, expires, record.expires or expires)
+            self.cache.put(digest, identity, until, generation)
+        return self.admit(requirement, identity, now)
+
+    def admit(self, requirement: Requirement, identity: KeyIdentity, now: float) -> KeyIdentity:
+        """Steps 5 and 6 for a verified, active key: the route's packages and
+        the plan. Runs for cached successes too.
+
+        :raises GateError: ``package-not-authorized`` (or a plan's refusal).
+        """
+        packages = requirement.packages
+        if packages is not None and identity.package not in packages:
+            raise self.failure(PACKAGE_NOT_AUTHORIZED, identity.key, identity.package)
         return identity
 
-    def verify(self, record: Optional[KeyRecord], secret: str, now: float) -> Optional[float]:
+    def verify(self, record: KeyRecord, secret: str, now: float) -> Optional[float]:
         """Match ``secret`` against the key's unexpired secrets.
 
+        A KDF runs only while the process's KDF budget allows it.
+
         :return: when the matching secret expires (``inf`` for never), or
-            ``None`` when none matches. An unknown key is checked against a
-            dummy hash, so it costs about what a wrong secret does.
+            ``None`` when none matches.
+        :raises GateError: ``too-many-failures`` when the KDF budget is spent.
         """
-        if record is None:
-            verify_secret(*self._dummy_hash(), secret)
-            return None
         if not secret:
             return None
+        budget = self.kdf_budget
         for stored in record.secrets:
             if stored.expires is not None and stored.expires <= now:
                 continue
-            if verify_secret(stored.method, stored.value, secret):
+            if budget is not None and stored.method == KDF:
+                if not budget.available():
+                    raise self.failure(
+                        TOO_MANY_FAILURES, record.key, retry_after=budget.seconds_until_available()
+                    )
+                started = time.perf_counter()
+                matched = verify_secret(stored.method, stored.value, secret)
+                budget.spend(time.perf_counter() - started)
+            else:
+                matched = verify_secret(stored.method, stored.value, secret)
+            if matched:
                 return float("inf") if stored.expires is None else stored.expires
         return None
 
@@ -166,31 +254,30 @@ class GatePolicy:
         return record.expires is None or now < record.expires
 
     def failure(
-        self, error_code: str, key: Optional[str] = None, package: Optional[str] = None
+        self,
+        error_code: str,
+        key: Optional[str] = None,
+        package: Optional[str] = None,
+        *,
+        retry_after: Optional[int] = None,
     ) -> GateError:
         """The error for ``error_code`` in the configured response mode.
 
         :param key: the key the request named, kept on the error for logs.
         :param package: the key's package, when known, for logs.
+        :param retry_after: seconds for the ``Retry-After`` header.
         """
-        if error_code == GATE_UNAVAILABLE:
-            return GateError(503, error_code, key=key, package=package)
-        mashery = cfg.parse_bool(cfg.MASHERY_MODE, self.config.get(cfg.MASHERY_MODE, False))
-        if mashery:
-            # The platform's legacy mode: never a 401, never a challenge.
-            headers = _INACTIVE if error_code == KEY_INACTIVE else _NOT_AUTHORIZED
-            return GateError(403, error_code, headers, key=key, package=package)
-        if error_code in (INVALID_CREDENTIALS, KEY_INACTIVE):
-            return GateError(403, error_code, key=key, package=package)
-        realm = self.config.get(cfg.REALM, "api")
-        challenge = f'Basic realm="{realm}", charset="UTF-8"'
-        return GateError(401, error_code, [("WWW-Authenticate", challenge)], key=key)
+        settings = self.settings
+        return failure(
+            error_code,
+            mashery=settings.mashery_mode,
+            challenge=settings.challenge,
+            retry_after=retry_after,
+            key=key,
+            package=package,
+        )
 
-    def _dummy_hash(self) -> tuple[str, str]:
-        # Made with the method used for person-chosen secrets, the costliest
-        # a wrong secret can take, so an unknown key is not told apart by
-        # time from a known key with a wrong secret.
-        method = self.config.get(cfg.HASH_METHOD, "scrypt")
-        if self._dummy is None or self._dummy[0] != method:
-            self._dummy = (method, generate_password_hash("flask-basic-gate dummy", method))
-        return KDF, self._dummy[1]
+    def _throttled(self, client: str, key: str, now: float) -> GateError:
+        assert self.throttle is not None
+        wait = self.throttle.retry_after(client, key, now) or 1
+        return self.failure(TOO_MANY_FAILURES, key, retry_after=wait)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -221,22 +222,24 @@ def test_exempt_blueprint(app_factory: AppFactory, auth: Any) -> None:
     )
 
 
-def test_protection_settings_read_at_request_time(app: Flask, auth: Any) -> None:
-    # The guard remembers its decisions per route, but not past a change.
+def test_settings_changed_after_init_app_are_ignored(app: Flask, auth: Any) -> None:
+    # Settings are read once, at init_app, into a frozen object.
     @app.get("/plain")
     def plain() -> Any:
         return jsonify(key=get_current_key() is not None)
 
     client = app.test_client()
-    assert client.get("/plain").status_code == 401
-    assert client.options("/plain").status_code == 200
     app.config["BASIC_GATE_PROTECT_ALL"] = False
-    assert client.get("/plain").get_json() == {"key": False}
-    assert client.get("/decorated").status_code == 401
-    app.config["BASIC_GATE_PROTECT_ALL"] = True
     app.config["BASIC_GATE_EXEMPT_METHODS"] = frozenset()
-    assert client.get("/plain").status_code == 401
-    assert client.options("/plain").status_code == 401
+    app.config["BASIC_GATE_CACHE_TTL"] = 86400
+    app.config["BASIC_GATE_REALM"] = "other"
+    response = client.get("/plain")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Basic realm="api", charset="UTF-8"'
+    assert client.options("/plain").status_code == 200
+    assert BasicGate.state(app).settings.cache_ttl == 30
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        BasicGate.state(app).settings.protect_all = False  # type: ignore[misc]
 
 
 def test_exempt_after_first_request(app_factory: AppFactory) -> None:
@@ -329,7 +332,11 @@ def test_protection_answers(app: Flask) -> None:
         assert gate.protection("thing", "options") is None
         assert gate.protection("static") is None
         assert gate.protection(None) == "required"
-    app.config["BASIC_GATE_PROTECT_ALL"] = False
+
+
+def test_protection_answers_without_protect_all(app_factory: AppFactory) -> None:
+    app = app_factory({"BASIC_GATE_PROTECT_ALL": False})
+    gate = gate_of(app)
     assert gate.protection("thing", app=app) is None
     assert gate.protection("decorated", app=app) == "required"
 

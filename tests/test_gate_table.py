@@ -221,11 +221,11 @@ def test_realm_setting(app_factory: AppFactory) -> None:
     assert response.headers["WWW-Authenticate"] == 'Basic realm="members api", charset="UTF-8"'
 
 
-def test_mode_read_at_request_time(app: Flask) -> None:
+def test_mode_read_once_at_init_app(app: Flask) -> None:
     client = app.test_client()
     assert client.get("/thing").status_code == 401
     app.config["BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE"] = "true"
-    assert client.get("/thing").status_code == 403
+    assert client.get("/thing").status_code == 401
 
 
 def test_body_is_exact_json(app: Flask) -> None:

@@ -146,14 +146,14 @@ def _check_calls(folder: Path) -> None:
         assert missing.headers["WWW-Authenticate"] == 'Basic realm="api", charset="UTF-8"'
         assert missing.get_data(as_text=True) == (
             '{"errorCode": "authorization-required", "errorMessage":'
-            ' "Authorization is Required", "errors": []}'
+            ' "Authorization is Required", "errors": []}\n'
         )
 
         wrong = client.get("/hello", headers=basic_auth_headers("criticalmix", "wrong"))
         assert wrong.status_code == 403
         assert wrong.get_data(as_text=True) == (
             '{"errorCode": "invalid-credentials", "errorMessage":'
-            ' "Invalid Authentication Credentials", "errors": []}'
+            ' "Invalid Authentication Credentials", "errors": []}\n'
         )
 
         health = client.get("/health")

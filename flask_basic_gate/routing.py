@@ -17,7 +17,7 @@ from flask import Blueprint
 try:
     from flask.sansio.scaffold import Scaffold
 except ImportError:  # Flask 2.3
-    from flask.scaffold import Scaffold  # type: ignore[no-redef]
+    from flask.scaffold import Scaffold  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 from .config import Settings
 
@@ -122,7 +122,7 @@ class Routes:
                 protect = required  # the decorator's explicit requirement wins
             else:
                 for blueprint in chain:
-                    by_blueprint = self.protected_blueprints.get(blueprint)
+                    by_blueprint = self.protected_blueprints.get(blueprint)  # type: ignore[arg-type]
                     if by_blueprint is not None:
                         protect = _narrowest(required, by_blueprint)
                         break

@@ -39,9 +39,11 @@ def make_storage(redis_url: Optional[str]) -> Storage:
     :param redis_url: ``BASIC_GATE_REDIS_URL``; ``None`` for in-memory
         counters of this process only.
     """
-    from limits.storage import storage_from_string
+    from limits.storage import Storage, storage_from_string
 
-    return storage_from_string(redis_url or "memory://")
+    storage = storage_from_string(redis_url or "memory://")
+    assert isinstance(storage, Storage)  # never the asyncio kind for these URLs
+    return storage
 
 
 class FailureThrottle:

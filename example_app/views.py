@@ -30,6 +30,16 @@ def get_member(member_id: str) -> Any:
     return jsonify(member)
 
 
+@bp.get("/api/v2/reports/members")
+@gate.required(packages=["reports"])
+def member_report() -> Any:
+    """How many members there are: reserved for keys of the package ``reports``.
+
+    The demo key (package ``members``) gets 403 ``package-not-authorized``.
+    """
+    return jsonify(members=len(MEMBERS))
+
+
 @bp.get("/health")
 @gate.exempt
 def health() -> Any:

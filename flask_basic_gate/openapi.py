@@ -34,6 +34,7 @@ __all__ = [
     "REQUIRED",
     "add_security",
     "register_security_scheme",
+    "route_packages",
     "route_protection",
     "security_scheme",
 ]
@@ -88,6 +89,44 @@ def route_protection(
     return gate.protection(endpoint, method, app)
 
 
+#: Operation extension listing the packages a route is reserved for.
+PACKAGES_EXTENSION = "x-basic-gate-packages"
+
+
+def route_packages(
+    gate: BasicGate, app: Flask, endpoint: str, method: str = "GET"
+) -> Optional[list[str]]:
+    """The packages whose keys may use ``endpoint``, sorted, or ``None`` when
+    any valid key may (or the route is open).
+
+    .. versionadded:: 0.1
+    """
+    requirement = gate.requirement(endpoint, method, app)
+    if requirement is None or requirement.packages is None:
+        return None
+    return sorted(requirement.packages)
+
+
+def _describe(
+    operation: MutableMapping[str, Any],
+    gate: BasicGate,
+    app: Flask,
+    endpoint: str,
+    method: str,
+    name: str,
+) -> Optional[str]:
+    # The gate's part of one operation: its security, and the packages it is
+    # reserved for (OpenAPI has no word for these, hence an extension).
+    protection = route_protection(gate, app, endpoint, method)
+    _secure(operation, protection, name)
+    packages = route_packages(gate, app, endpoint, method)
+    if packages:
+        operation[PACKAGES_EXTENSION] = packages
+    else:
+        operation.pop(PACKAGES_EXTENSION, None)
+    return protection
+
+
 def _secure(operation: MutableMapping[str, Any], protection: Optional[str], name: str) -> None:
     """Set one operation's ``security`` for the gate's ``protection``."""
     existing = [
@@ -128,7 +167,9 @@ def add_security(
     ``spec["paths"]`` served by one of ``app``'s routes, sets ``security``
     from :func:`route_protection`: ``[{name: []}]`` when protected,
     ``[{name: []}, {}]`` when optional, nothing of the gate's when open. An
-    operation's other requirements are kept, with the gate added to each.
+    operation's other requirements are kept, with the gate added to each. A
+    route reserved for packages gets ``x-basic-gate-packages``, the sorted
+    list of their names (:func:`route_packages`).
 
     :param spec: the document, changed in place.
     :param gate: the gate set up on ``app``.
@@ -152,8 +193,7 @@ def add_security(
         for method in rule.methods or ():
             operation = operations.get(method.lower())
             if isinstance(operation, MutableMapping):
-                protection = route_protection(gate, app, rule.endpoint, method)
-                _secure(operation, protection, name)
+                protection = _describe(operation, gate, app, rule.endpoint, method, name)
                 if protection is None and global_security and "security" not in operation:
                     operation["security"] = []
     return spec
@@ -170,7 +210,7 @@ def _secure_operations(
     for method in methods:
         operation = operations.get(method)
         if method in _HTTP_METHODS and isinstance(operation, MutableMapping):
-            _secure(operation, route_protection(gate, app, endpoint, method), name)
+            _describe(operation, gate, app, endpoint, method, name)
 
 
 def register_security_scheme(

@@ -12,6 +12,7 @@ import pytest
 from flask import Flask
 
 from example_app import create_app, db
+from example_app.members import MEMBERS
 from example_app.provision import DEMO_KEY, DEMO_SECRET, install_demo_key
 from flask_basic_gate import BasicGate
 from flask_basic_gate.testing import basic_auth_headers
@@ -289,3 +290,18 @@ def test_key_created_later_works_at_once(app: Flask) -> None:
         new = BasicGate.state().store.create_key("members")
     headers = basic_auth_headers(new.key, new.secret)
     assert app.test_client().get(MEMBER_URL, headers=headers).status_code == 200
+
+
+def test_member_report_is_reserved_for_the_reports_package(app: Flask) -> None:
+    client = app.test_client()
+    refused = client.get("/api/v2/reports/members", headers=DEMO)
+    assert refused.status_code == 403
+    assert refused.get_json() == error("package-not-authorized", "Not Authorized")
+    with app.app_context():
+        store = BasicGate.state().store
+        store.create_package("reports")
+        new = store.create_key("reports")
+    ok = client.get("/api/v2/reports/members", headers=basic_auth_headers(new.key, new.secret))
+    assert ok.status_code == 200
+    assert ok.get_json() == {"members": len(MEMBERS)}
+    assert client.get("/api/v2/reports/members").status_code == 401

@@ -20,6 +20,7 @@ from flask_basic_gate.openapi import (
     REQUIRED,
     add_security,
     register_security_scheme,
+    route_packages,
     route_protection,
     security_scheme,
 )
@@ -110,6 +111,12 @@ def _apiflask_app(tmp_path: Any, engines: list[Any], config: Optional[dict[str, 
 
     gate.protect(private)
     app.register_blueprint(private)
+
+    @app.get("/reports")
+    @gate.required(packages=["reports", "audit"])
+    def reports() -> Any:
+        return {}
+
     return app, gate
 
 
@@ -149,7 +156,17 @@ def test_apiflask_protect_all(tmp_path: Any, engines: list[Any]) -> None:
         ("get", "/public/info"): None,
         ("get", "/public/inside"): GATE,
         ("get", "/private/report"): GATE,
+        ("get", "/reports"): GATE,
     }
+    packages = {
+        where: op["x-basic-gate-packages"]
+        for where, op in _operations(spec).items()
+        if "x-basic-gate-packages" in op
+    }
+    assert packages == {("get", "/reports"): ["audit", "reports"]}
+    assert route_packages(gate, app, "reports") == ["audit", "reports"]
+    assert route_packages(gate, app, "member") is None
+    assert route_packages(gate, app, "health") is None
 
 
 def test_apiflask_protect_all_off(tmp_path: Any, engines: list[Any]) -> None:
@@ -169,6 +186,7 @@ def test_apiflask_protect_all_off(tmp_path: Any, engines: list[Any]) -> None:
         ("get", "/public/info"): None,
         ("get", "/public/inside"): keys,
         ("get", "/private/report"): keys,
+        ("get", "/reports"): keys,
     }
 
 
@@ -190,9 +208,12 @@ def test_document_matches_the_gate(tmp_path: Any, engines: list[Any], protect_al
             authorised = client.open(
                 url, method=method.upper(), headers=basic_auth_headers("reader", "s3cret")
             )
-            assert authorised.status_code < 400, (method, path)
+            if "members" in operation.get("x-basic-gate-packages", ["members"]):
+                assert authorised.status_code < 400, (method, path)
+            else:  # the reader's package is not among the route's
+                assert authorised.status_code == 403, (method, path)
         checked += 1
-    assert checked == 8
+    assert checked == 9
 
 
 def test_apiflask_keeps_the_apps_processor(tmp_path: Any, engines: list[Any]) -> None:

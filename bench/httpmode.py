@@ -55,6 +55,19 @@ def missing_tools() -> Optional[str]:
     return None
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`SystemExit`, so ``with`` blocks stop their servers.
+
+    By default SIGTERM ends Python without unwinding, which would leave
+    gunicorn (in a session of its own) running.
+    """
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))

@@ -249,6 +249,7 @@ def _print_table(title: str, lines: list[str]) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the benchmark and print its tables; returns 0 unless something crashed."""
     args = parse_args(argv)
+    httpmode.exit_on_sigterm()
     settings = QUICK if args.quick else FULL
     print("flask-basic-gate benchmark" + (" --quick" if args.quick else ""))
     for line in machine.describe():

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,10 @@ class WrkResult:
     requests_per_second: float
     #: Responses that were not 2xx or 3xx (should be 0).
     errors: int
+    #: Connect, read and write errors and timeouts.
+    socket_errors: int = 0
+    #: What wrk printed, including anything its Lua script wrote.
+    output: str = ""
 
 
 def missing_tools() -> Optional[str]:
@@ -49,6 +53,19 @@ def missing_tools() -> Optional[str]:
     if shutil.which("wrk") is None:
         return "wrk is not on PATH"
     return None
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`SystemExit`, so ``with`` blocks stop their servers.
+
+    By default SIGTERM ends Python without unwinding, which would leave
+    gunicorn (in a session of its own) running.
+    """
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, leave)
 
 
 def _free_port() -> int:
@@ -89,30 +106,68 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def wrk(url: str, authorization: str, seconds: float) -> WrkResult:
-    """Run wrk against ``url`` for ``seconds`` with the given ``Authorization`` header."""
-    command = [
-        "wrk",
-        "-t1",
-        f"-c{CONNECTIONS}",
-        f"-d{seconds:g}s",
-        "-H",
-        f"Authorization: {authorization}",
-        url,
-    ]
-    output = subprocess.run(
-        command, capture_output=True, text=True, check=True, timeout=seconds + 30
-    ).stdout
+def wrk_command(
+    url: str,
+    seconds: float,
+    *,
+    connections: int = CONNECTIONS,
+    authorization: Optional[str] = None,
+    script: Optional[Path] = None,
+    script_args: Sequence[str] = (),
+) -> list[str]:
+    """The wrk command line: one thread, ``connections`` connections for ``seconds``.
+
+    :param authorization: the ``Authorization`` header of every request.
+    :param script: a Lua script (``-s``); ``script_args`` reach its ``init``.
+    """
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s"]
+    if authorization is not None:
+        command += ["-H", f"Authorization: {authorization}"]
+    if script is not None:
+        command += ["-s", str(script)]
+    command.append(url)
+    if script_args:
+        command += ["--", *script_args]
+    return command
+
+
+def read_wrk(output: str) -> WrkResult:
+    """What wrk measured, from its output."""
     rate = re.search(r"Requests/sec:\s*([\d.]+)", output)
     if rate is None:
         raise RuntimeError(f"could not read wrk's output:\n{output}")
     errors = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", output)
-    return WrkResult(float(rate.group(1)), int(errors.group(1)) if errors else 0)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return WrkResult(
+        float(rate.group(1)),
+        int(errors.group(1)) if errors else 0,
+        sum(int(count) for count in sockets.groups()) if sockets else 0,
+        output,
+    )
+
+
+def wrk(url: str, authorization: str, seconds: float) -> WrkResult:
+    """Run wrk against ``url`` for ``seconds`` with the given ``Authorization`` header."""
+    output = subprocess.run(
+        wrk_command(url, seconds, authorization=authorization),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    return read_wrk(output)
 
 
 @contextmanager
 def serving(
-    factory: str, authorization: str, log: Path, store: Optional[Path] = None
+    factory: str,
+    authorization: str,
+    log: Path,
+    store: Optional[Path] = None,
+    *,
+    workers: int = WORKERS,
 ) -> Iterator[str]:
     """Serve ``bench.serve:<factory>()`` with gunicorn; yield the member URL.
 
@@ -121,6 +176,7 @@ def serving(
     :param authorization: sent with the request that checks the server answers 200.
     :param log: where gunicorn's output goes (shown if it fails to start).
     :param store: the SQLite store of the gate app.
+    :param workers: gunicorn's sync workers.
     """
     port = _free_port()
     url = f"http://{HOST}:{port}/api/v2/members/M0001"
@@ -134,7 +190,7 @@ def serving(
         "--worker-class",
         "sync",
         "--workers",
-        str(WORKERS),
+        str(workers),
         "--bind",
         f"{HOST}:{port}",
         "--log-level",

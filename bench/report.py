@@ -82,9 +82,11 @@ def _ratio(value: float, reference: Optional[float]) -> str:
     return f"{value / reference:.2f}x" if reference else "-"
 
 
-def _table(
-    header: Sequence[str], body: Sequence[Sequence[str]], right: Sequence[bool]
-) -> list[str]:
+def table(header: Sequence[str], body: Sequence[Sequence[str]], right: Sequence[bool]) -> list[str]:
+    """Lines of a plain-text table: columns as wide as their widest cell.
+
+    :param right: per column, whether it is right-aligned (numbers).
+    """
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
@@ -114,7 +116,7 @@ def timing_table(rows: Sequence[Row], bare: str, peer: str) -> list[str]:
             ]
         )
     header = ["case", "µs/req", "iqr", f"x {bare}", f"x {peer}", "target", "result", "note"]
-    return _table(header, body, [False, True, True, True, True, False, False, False])
+    return table(header, body, [False, True, True, True, True, False, False, False])
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,6 @@ def figure_table(figures: Sequence[Figure]) -> list[str]:
                 figure.note,
             ]
         )
-    return _table(
+    return table(
         ["measure", "value", "target", "result", "note"], body, [False, True, False, False, False]
     )

@@ -1,7 +1,10 @@
-"""Run the benchmark and print its tables: ``python -m bench [--quick] [--http] [--profile]``.
+"""Run the benchmark and print its tables.
 
-Also runs as ``python bench/run.py`` from the repository root. The exit
-status is 0 whatever the numbers are; only a crash fails the run.
+``python -m bench [--quick] [--http] [--profile] [--flood]``, or
+``python bench/run.py`` from the repository root. The exit status is 0
+whatever the numbers are; only a crash fails the run. ``--flood`` adds
+hostile traffic (:mod:`bench.flood`), and ``--quick`` runs a shorter flood
+too, so CI sees it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ if __package__ in (None, ""):
     # whose module names would otherwise shadow top-level ones.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench import cases, httpmode, keydb, machine, peers, profiling
+from bench import cases, flood, httpmode, keydb, machine, peers, profiling
 from bench.gateapps import gate_app, provision
 from bench.report import Figure, Row, figure_table, timing_table
 from bench.timing import Case, basic_authorization, calibrate, interleave
@@ -55,6 +58,8 @@ class Settings:
     http_rounds: int
     #: Requests profiled per case in ``--profile`` mode.
     profile_calls: int
+    #: Seconds of each flood scenario (wrk takes whole seconds).
+    flood_seconds: int
 
 
 QUICK = Settings(
@@ -66,6 +71,7 @@ QUICK = Settings(
     http_seconds=2,
     http_rounds=2,
     profile_calls=5000,
+    flood_seconds=flood.QUICK_SECONDS,
 )
 FULL = Settings(
     rounds=31,
@@ -76,6 +82,7 @@ FULL = Settings(
     http_seconds=5,
     http_rounds=3,
     profile_calls=20_000,
+    flood_seconds=flood.FULL_SECONDS,
 )
 
 
@@ -94,6 +101,14 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         "--profile",
         action="store_true",
         help="also show, under cProfile, what the warm and cold paths add to the bare route",
+    )
+    parser.add_argument(
+        "--flood",
+        action="store_true",
+        help=(
+            "also flood gunicorn (2 workers) with hostile requests and show a valid client's"
+            " requests/s under each kind, against an exempt-route flood (--quick runs it shorter)"
+        ),
     )
     return parser.parse_args(argv)
 
@@ -249,6 +264,7 @@ def _print_table(title: str, lines: list[str]) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the benchmark and print its tables; returns 0 unless something crashed."""
     args = parse_args(argv)
+    httpmode.exit_on_sigterm()
     settings = QUICK if args.quick else FULL
     print("flask-basic-gate benchmark" + (" --quick" if args.quick else ""))
     for line in machine.describe():
@@ -282,6 +298,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             else:
                 _say("serving with gunicorn under wrk")
                 _print_table("http (127.0.0.1)", figure_table(http_figures(settings, workdir)))
+        if args.flood or args.quick:
+            missing = httpmode.missing_tools()
+            if missing is not None:
+                print(f"\nflood: skipped, {missing}")
+            else:
+                _say(f"flooding gunicorn, {settings.flood_seconds} s per scenario")
+                outcomes = flood.run(workdir, settings.flood_seconds)
+                _print_table(flood.title(settings.flood_seconds), flood.flood_table(outcomes))
     return 0
 
 

@@ -2,7 +2,9 @@
 
 ``gunicorn "bench.serve:bare()"`` serves the bare route;
 ``gunicorn "bench.serve:gate()"`` serves it behind a gate over the SQLite store
-named by the ``BENCH_GATE_STORE`` environment variable (cache on, defaults).
+named by the ``BENCH_GATE_STORE`` environment variable (cache on, defaults);
+``gunicorn "bench.serve:flood()"`` adds an exempt route and trusts
+``X-Forwarded-For``, for :mod:`bench.flood`.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import os
 from pathlib import Path
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bench import peers
 from bench.gateapps import gate_app
 
 #: Environment variable naming the SQLite store the gate app opens.
 STORE_ENV = "BENCH_GATE_STORE"
+#: The route the flood app leaves open (``@gate.exempt``).
+EXEMPT_PATH = "/health"
 
 
 def bare() -> Flask:
@@ -27,4 +32,25 @@ def bare() -> Flask:
 def gate() -> Flask:
     """The member route behind the gate."""
     app, _ = gate_app(Path(os.environ[STORE_ENV]), "bench_serve_gate")
+    return app
+
+
+def flood() -> Flask:
+    """The gate app with an exempt :data:`EXEMPT_PATH`, behind ``ProxyFix(x_for=1)``.
+
+    Every ``BASIC_GATE_*`` setting keeps its default, so a flood measures
+    what users get. ``ProxyFix`` makes the last ``X-Forwarded-For`` address
+    the request's ``remote_addr``: the attackers of :mod:`bench.flood` come
+    from many addresses while their traffic stays on 127.0.0.1.
+    """
+    app, gate = gate_app(Path(os.environ[STORE_ENV]), "bench_serve_flood")
+
+    @app.get(EXEMPT_PATH)
+    @gate.exempt
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # Flask's documented idiom: wrap wsgi_app, so the factory still returns
+    # the Flask app.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
     return app

@@ -1,0 +1,346 @@
+"""Hostile traffic: what a valid client gets while attackers flood the gate.
+
+gunicorn serves :func:`bench.serve.flood` with two sync workers on 127.0.0.1.
+In each scenario two wrk processes run side by side for the same time: the
+valid client (``-c2``, a key with a generated secret, so its verification is
+cached) and four attacker connections whose Lua script builds each request.
+The attackers ask for the exempt route (the yardstick), send random unknown
+keys, random wrong secrets for a key whose secret is hashed with scrypt, and
+the same with a new ``X-Forwarded-For`` address on every request. The table
+gives the client's requests per second as a ratio to the yardstick's, and the
+attackers' answers by status.
+
+Also runs alone: ``python -m bench.flood [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+from urllib.parse import urljoin
+
+from bench import httpmode
+from bench.cases import PERSON_SECRET
+from bench.gateapps import add_key, gate_app, provision
+from bench.report import table, verdict
+from bench.serve import EXEMPT_PATH
+from bench.timing import basic_authorization
+
+#: gunicorn sync workers, as issue 9 asks.
+WORKERS = 2
+#: The valid client's connections: one per worker.
+CLIENT_CONNECTIONS = 2
+#: The attackers' connections: two per worker, so no worker waits for them.
+ATTACKER_CONNECTIONS = 4
+#: Lowest ratio of the client's rate to the yardstick's that meets the target.
+TARGET = 0.80
+#: Seconds per scenario in a full and in a quick run (wrk takes whole seconds).
+FULL_SECONDS = 5
+QUICK_SECONDS = 2
+#: The address of the one-address attackers; the many-address attackers draw
+#: theirs from 198.18.0.0/15. Both ranges are reserved for benchmarks (RFC
+#: 2544) and only ever appear in the header: the traffic goes to 127.0.0.1.
+ONE_ADDRESS = "198.18.0.1"
+#: How long the workers get to finish the attackers' last requests (a KDF each,
+#: already in their sockets when wrk stops) before the next scenario starts.
+_SETTLE_SECONDS = 0.5
+#: Seconds wrk may overrun its duration before it is killed.
+_WRK_GRACE = 15.0
+
+#: Shared by every scenario: random text, Base64, and the answers by status.
+#: ``init`` runs in wrk's thread, ``done`` in its main state, which reads the
+#: thread's table through ``thread:get``.
+_LUA_PRELUDE = """\
+-- Written by bench/flood.py for one wrk run; args: seed, key, address.
+local URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+local BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local threads = {}
+
+local function random_text(length)
+  local chars = {}
+  for i = 1, length do
+    local n = math.random(64)
+    chars[i] = URLSAFE:sub(n, n)
+  end
+  return table.concat(chars)
+end
+
+local function base64(text)
+  local out = {}
+  for i = 1, #text, 3 do
+    local a, b, c = text:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    for shift = 18, 0, -6 do
+      local index = math.floor(n / 2 ^ shift) % 64 + 1
+      out[#out + 1] = BASE64:sub(index, index)
+    end
+  end
+  local pad = (3 - #text % 3) % 3
+  local encoded = table.concat(out)
+  return encoded:sub(1, #encoded - pad) .. string.rep("=", pad)
+end
+
+local function basic(key, secret)
+  return "Basic " .. base64(key .. ":" .. secret)
+end
+
+local function random_address()
+  return string.format("198.%d.%d.%d", math.random(18, 19), math.random(0, 255),
+    math.random(1, 254))
+end
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  math.randomseed(tonumber(args[1]))
+  key, address = args[2], args[3]
+  statuses = {}
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do
+      io.write(string.format("status %d %d\\n", status, count))
+    end
+  end
+end
+"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the attackers send."""
+
+    name: str
+    #: The attackers' Lua ``request`` function; empty: wrk's fixed request.
+    request: str = ""
+    #: The attackers ask for the exempt route instead of the member route.
+    exempt: bool = False
+
+
+YARDSTICK = Scenario("yardstick: exempt route", exempt=True)
+SCENARIOS = (
+    YARDSTICK,
+    # Key and secret of the shape the gate generates (24 and 43 characters).
+    Scenario(
+        "unknown keys",
+        """
+function request()
+  return wrk.format(nil, nil, {
+    ["Authorization"] = basic(random_text(24), random_text(43)),
+    ["X-Forwarded-For"] = address,
+  })
+end
+""",
+    ),
+    Scenario(
+        "scrypt key, wrong secrets, one address",
+        """
+function request()
+  return wrk.format(nil, nil, {
+    ["Authorization"] = basic(key, random_text(43)),
+    ["X-Forwarded-For"] = address,
+  })
+end
+""",
+    ),
+    Scenario(
+        "scrypt key, wrong secrets, many addresses",
+        """
+function request()
+  return wrk.format(nil, nil, {
+    ["Authorization"] = basic(key, random_text(43)),
+    ["X-Forwarded-For"] = random_address(),
+  })
+end
+""",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One scenario's measurements."""
+
+    scenario: Scenario
+    client: httpmode.WrkResult
+    attackers: httpmode.WrkResult
+    #: The attackers' answers: how many of each status.
+    statuses: dict[int, int]
+
+
+@contextmanager
+def _started(command: Sequence[str]) -> Iterator[subprocess.Popen[str]]:
+    """Start ``command``; on leaving, kill it by its PID if it still runs."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def _finish(process: subprocess.Popen[str], deadline: float) -> httpmode.WrkResult:
+    """Wait for a wrk process until ``deadline`` (monotonic) and read what it measured."""
+    try:
+        output, errors = process.communicate(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"wrk (pid {process.pid}) ran past its deadline") from None
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk exited with status {process.returncode}:\n{errors[-2000:]}")
+    return httpmode.read_wrk(output)
+
+
+def _statuses(output: str) -> dict[int, int]:
+    """The ``status <code> <count>`` lines the Lua ``done`` function wrote."""
+    counts: dict[int, int] = {}
+    for line in output.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "status":
+            counts[int(words[1])] = counts.get(int(words[1]), 0) + int(words[2])
+    return counts
+
+
+def _attack(
+    scenario: Scenario,
+    member_url: str,
+    client_authorization: str,
+    target_key: str,
+    seconds: int,
+    scripts: Path,
+) -> Outcome:
+    """Run the valid client and the attackers of ``scenario`` side by side."""
+    script = scripts / f"attack-{SCENARIOS.index(scenario)}.lua"
+    script.write_text(_LUA_PRELUDE + scenario.request)
+    url = urljoin(member_url, EXEMPT_PATH) if scenario.exempt else member_url
+    seed = str(random.randrange(1, 2**31))
+    attack = httpmode.wrk_command(
+        url,
+        seconds,
+        connections=ATTACKER_CONNECTIONS,
+        script=script,
+        script_args=(seed, target_key, ONE_ADDRESS),
+    )
+    client = httpmode.wrk_command(
+        member_url, seconds, connections=CLIENT_CONNECTIONS, authorization=client_authorization
+    )
+    deadline = time.monotonic() + seconds + _WRK_GRACE
+    with _started(attack) as attackers, _started(client) as valid:
+        client_result = _finish(valid, deadline)
+        attack_result = _finish(attackers, deadline)
+    return Outcome(scenario, client_result, attack_result, _statuses(attack_result.output))
+
+
+def run(workdir: Path, seconds: int) -> list[Outcome]:
+    """Provision a store, serve it with gunicorn and run every scenario for ``seconds``."""
+    store = workdir / "flood.sqlite"
+    app, gate = gate_app(store, "bench_flood_setup")
+    generated = provision(app, gate)
+    # A person-chosen secret: stored with the configured KDF (scrypt by default).
+    target = add_key(app, gate, secret=PERSON_SECRET)
+    authorization = basic_authorization(generated.key, generated.secret)
+    outcomes = []
+    with httpmode.serving(
+        "flood", authorization, workdir / "gunicorn-flood.log", store=store, workers=WORKERS
+    ) as member_url:
+        # Warm-up: workers import lazily and each fills its own cache.
+        httpmode.wrk(member_url, authorization, 1)
+        for scenario in SCENARIOS:
+            if outcomes:
+                time.sleep(_SETTLE_SECONDS)
+            outcomes.append(
+                _attack(scenario, member_url, authorization, target.key, seconds, workdir)
+            )
+    return outcomes
+
+
+def _answers(outcome: Outcome) -> str:
+    """The attackers' answers as printed, e.g. ``401: 1234, 429: 5678``."""
+    parts = [f"{status}: {count}" for status, count in sorted(outcome.statuses.items())]
+    if outcome.attackers.socket_errors:
+        parts.append(f"socket errors: {outcome.attackers.socket_errors}")
+    return ", ".join(parts) or "none"
+
+
+def flood_table(outcomes: Sequence[Outcome]) -> list[str]:
+    """The client's rate and ratio to the yardstick, and the attackers' rate and answers."""
+    yardstick = next(o for o in outcomes if o.scenario is YARDSTICK).client.requests_per_second
+    body = []
+    for outcome in outcomes:
+        rate = outcome.client.requests_per_second
+        ratio = rate / yardstick if yardstick else 0.0
+        measured = outcome.scenario is not YARDSTICK
+        body.append(
+            [
+                outcome.scenario.name,
+                f"{rate:,.0f}",
+                f"{ratio:.2f}x",
+                f">={TARGET:.2f}x" if measured else "",
+                verdict(ratio >= TARGET) if measured else "",
+                f"{outcome.client.errors + outcome.client.socket_errors:,}",
+                f"{outcome.attackers.requests_per_second:,.0f}",
+                _answers(outcome),
+            ]
+        )
+    header = [
+        "scenario",
+        "client req/s",
+        "x yardstick",
+        "target",
+        "result",
+        "client errors",
+        "attackers req/s",
+        "attackers' answers",
+    ]
+    return table(header, body, [False, True, True, False, False, True, True, False])
+
+
+def title(seconds: int) -> str:
+    """The table's title: what ran, and for how long."""
+    return (
+        f"flood (127.0.0.1, gunicorn {WORKERS} sync workers, default settings): valid client"
+        f" wrk -c{CLIENT_CONNECTIONS} on a generated key, attackers wrk -c{ATTACKER_CONNECTIONS},"
+        f" {seconds} s per scenario"
+    )
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the flood alone and print its table; returns 0 unless something crashed."""
+    parser = argparse.ArgumentParser(prog="python -m bench.flood", description=__doc__)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_SECONDS} s per scenario instead of {FULL_SECONDS}",
+    )
+    args = parser.parse_args(argv)
+    httpmode.exit_on_sigterm()
+    missing = httpmode.missing_tools()
+    if missing is not None:
+        print(f"flood: skipped, {missing}")
+        return 0
+    seconds = QUICK_SECONDS if args.quick else FULL_SECONDS
+    with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
+        outcomes = run(Path(tmp), seconds)
+    print(title(seconds))
+    for line in flood_table(outcomes):
+        print(f"  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -132,21 +132,22 @@ class Scenario:
     exempt: bool = False
 
 
-YARDSTICK = Scenario("yardstick: exempt route", exempt=True)
-SCENARIOS = (
-    YARDSTICK,
-    # Key and secret of the shape the gate generates (24 and 43 characters).
-    Scenario(
-        "unknown keys",
-        """
+# Key and secret of the shape the gate generates (24 and 43 characters).
+_UNKNOWN_KEYS = """
 function request()
   return wrk.format(nil, nil, {
     ["Authorization"] = basic(random_text(24), random_text(43)),
     ["X-Forwarded-For"] = address,
   })
 end
-""",
-    ),
+"""
+#: The yardstick's attackers build the same random requests as the others
+#: (Lua costs wrk CPU on this 2-core machine too), but to the exempt route,
+#: so the ratios measure only what the gate spends on them.
+YARDSTICK = Scenario("yardstick: exempt route", _UNKNOWN_KEYS, exempt=True)
+SCENARIOS = (
+    YARDSTICK,
+    Scenario("unknown keys", _UNKNOWN_KEYS),
     Scenario(
         "scrypt key, wrong secrets, one address",
         """

@@ -216,7 +216,9 @@ class BasicGate:
 
                 @functools.wraps(func)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    self._check(requirement)
+                    refused = self._check(requirement)
+                    if refused is not None:
+                        return refused
                     return await func(*args, **kwargs)
 
                 wrapper: Any = async_wrapper
@@ -224,7 +226,9 @@ class BasicGate:
 
                 @functools.wraps(func)
                 def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    self._check(requirement)
+                    refused = self._check(requirement)
+                    if refused is not None:
+                        return refused
                     return func(*args, **kwargs)
 
                 wrapper = sync_wrapper
@@ -311,7 +315,7 @@ class BasicGate:
             state.settings, app.view_functions, app.blueprints, method.upper(), endpoint
         )
 
-    def _make_guard(self, app: Flask, state: GateState) -> Callable[[], None]:
+    def _make_guard(self, app: Flask, state: GateState) -> Callable[[], Any]:
         """The ``before_request`` function for ``app``.
 
         A plain closure over the app's views and blueprints and the frozen
@@ -330,7 +334,7 @@ class BasicGate:
         self._decisions.append(decisions)
         checked: list[bool] = []
 
-        def basic_gate_guard() -> None:
+        def basic_gate_guard() -> Any:
             req = request._get_current_object()  # type: ignore[attr-defined]
             rule, method = req.url_rule, req.method
             endpoint = rule.endpoint if rule is not None else None
@@ -347,21 +351,30 @@ class BasicGate:
                     decisions.clear()
                 decisions[endpoint, method] = requirement
             if requirement is not None:
-                admit(policy, req, requirement)
+                try:
+                    admit(policy, req, requirement)
+                except _Answered as answered:
+                    return answered.response
+            return None
 
         return basic_gate_guard
 
-    def _check(self, requirement: Requirement) -> None:
-        """Run by a decorated view before its body."""
+    def _check(self, requirement: Requirement) -> Any:
+        """Run by a decorated view before its body: the refusal's response,
+        or ``None`` to run the view."""
         state = self.state()  # a clear error when init_app never ran on this app
         req = request._get_current_object()  # type: ignore[attr-defined]
         if req.method in state.settings.exempt_methods:
-            return
+            return None
         # The guard may have checked this request already (PROTECT_ALL), for
         # the same route and so the same requirement.
         done = req.environ.get(ENVIRON_KEY, _UNSET)
         if done is _UNSET or (done is None and not requirement.optional):
-            self._admit(state.policy, req, requirement)
+            try:
+                self._admit(state.policy, req, requirement)
+            except _Answered as answered:
+                return answered.response
+        return None
 
     @staticmethod
     def _admit(policy: GatePolicy, req: Any, requirement: Requirement) -> None:
@@ -388,7 +401,13 @@ class BasicGate:
                     error_code=error.error_code,
                     status=error.code,
                 )
-            raise
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            if _handled_by_app(app, error, req.blueprints):
+                raise
+            # No handler of the app's would see it: answer here. Raising
+            # would make Flask run the exception as a WSGI app to turn it into
+            # a response, which costs more than the rest of a refusal.
+            raise _Answered(_response(app, error)) from None
         environ[ENVIRON_KEY] = identity
         if identity is None:
             return
@@ -399,6 +418,37 @@ class BasicGate:
                 current_app._get_current_object(),  # type: ignore[attr-defined]
                 key=identity,
             )
+
+
+class _Answered(Exception):
+    """Carries the response to a refusal out of :meth:`BasicGate._admit`."""
+
+    def __init__(self, response: Any) -> None:
+        super().__init__()
+        self.response = response
+
+
+def _response(app: Flask, error: GateError) -> Any:
+    return app.response_class(error.get_body(), error.code, error.get_headers())
+
+
+def _handled_by_app(app: Flask, error: GateError, blueprints: Iterable[str]) -> bool:
+    """Whether Flask would hand ``error`` to a handler of the app's (or trap it).
+
+    Mirrors Flask's own search: by the exception's class and its bases,
+    under the request's blueprints and then the app. ``GateError`` sets its
+    status per instance, so handlers registered for a status code do not
+    apply to it, as with Flask itself.
+    """
+    if app.trap_http_exception(error):
+        return True
+    spec = app.error_handler_spec
+    classes = type(error).__mro__
+    for name in (*blueprints, None):
+        handlers = spec.get(name, {}).get(None)
+        if handlers and any(cls in handlers for cls in classes):
+            return True
+    return False
 
 
 def _log(

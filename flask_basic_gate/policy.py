@@ -189,7 +189,14 @@ class GatePolicy:
                 record = self.reader.lookup(key)
             except StoreUnavailable as exc:
                 raise self.failure(GATE_UNAVAILABLE, key, retry_after=exc.retry_after) from None
-        expires = self.verify(record, secret, now) if record is not None else None
+        try:
+            expires = self.verify(record, secret, now) if record is not None else None
+        except GateError:
+            # The KDF budget is spent. The attempt counts against the pair,
+            # so one address cannot keep the store busy with refused guesses.
+            if throttle is not None:
+                throttle.failed(client, key, now)
+            raise
         if record is None or expires is None:
             if throttle is not None:
                 throttle.failed(client, key, now)

@@ -173,7 +173,7 @@ def test_kdf_budget_holds_under_wrong_secrets_from_many_addresses(
             assert body["errorCode"] == "too-many-failures"
             assert int(response.headers["Retry-After"]) >= 1
     spent = policy.kdf_budget.burst - policy.kdf_budget._tokens
-    # The clock did not move: at most the burst (one second of work) plus the
+    # The clock did not move: at most the burst (a quarter second of work) plus the
     # one verification that went into debt was spent.
     assert statuses.get(429, 0) > 0
     assert statuses.get(403, 0) >= 1

@@ -191,3 +191,32 @@ def test_kdf_budget_holds_under_wrong_secrets_from_many_addresses(
 def test_kdf_budget_off(app_factory: AppFactory) -> None:
     app = app_factory({"BASIC_GATE_KDF_BUDGET": "off"})
     assert BasicGate.state(app).policy.kdf_budget is None
+
+
+# -- the in-process counters ---------------------------------------------------------
+
+
+def test_local_counters_are_a_limits_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    from limits import parse
+    from limits.strategies import FixedWindowRateLimiter
+
+    from flask_basic_gate import throttle
+
+    now = [1_000_000.0]
+    monkeypatch.setattr(throttle.time, "time", lambda: now[0])
+    storage = throttle.make_storage(None)
+    limiter = FixedWindowRateLimiter(storage)
+    item = parse("2/minute")
+    assert limiter.hit(item, "a") and limiter.hit(item, "a")
+    assert not limiter.hit(item, "a")
+    assert not limiter.test(item, "a")
+    assert limiter.test(item, "b")  # another identity, its own count
+    assert limiter.get_window_stats(item, "a").reset_time == now[0] + 60
+    now[0] += 61  # the window is over: counted afresh
+    assert limiter.test(item, "a")
+    assert limiter.hit(item, "b")
+    # The sweep on that hit dropped the expired counter of "a".
+    assert "LIMITER/a/2/1/minute" not in storage._counters  # type: ignore[attr-defined]
+    storage.clear(item.key_for("b"))
+    assert storage.get(item.key_for("b")) == 0
+    assert storage.reset() == 0

@@ -11,6 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,6 +28,9 @@ from flask_basic_gate.store.admin import generate_key
 from flask_basic_gate.testing import basic_auth_headers
 
 from .conftest import FAST_KDF, AppFactory, provision
+from .serverutil import child_env
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GATE_TABLES = {"basic_gate_package", "basic_gate_key", "basic_gate_secret"}
 
@@ -967,3 +973,26 @@ def test_import_keys_never_prints_a_secret(app: Flask, tmp_path: Path, rows: str
     result = gate(app, "import-keys", write_csv(tmp_path, HEADER + rows))
     assert result.exit_code == 1
     assert "hunter2" not in result.output
+
+
+COMMAND = ("disable-key", "criticalmix")
+
+
+def test_example_cli_names_its_fallback_database(tmp_path: Path) -> None:
+    """The example without FLASK_SQLALCHEMY_DATABASE_URI in the shell falls back to
+    instance/example.sqlite: the command says so before it writes."""
+    shutil.copytree(
+        ROOT / "example_app", tmp_path / "example_app", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", *("--app", "example_app", "basic-gate"), *COMMAND],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "key 'criticalmix' disabled\n"
+    database = f"database: sqlite:///{tmp_path / 'instance' / 'example.sqlite'}"
+    assert database in done.stderr.splitlines()

@@ -3,7 +3,12 @@
 Every command runs in the app context and calls the app's
 :class:`~flask_basic_gate.store.KeyStore`. Bad input (an unknown package or
 key, a duplicate key, a bad date, a bad CSV row) ends the command with a
-one-line error on stderr and exit status 1, and nothing is written.
+one-line error on stderr and exit status 1, and nothing is written; a usage
+error (an unknown or missing option) exits with status 2, as Click does.
+
+Every command that writes first prints ``database: <URL>`` (password
+hidden) on stderr, so an operator whose shell lacks the app's database
+setting sees at once which database is being changed.
 
 A secret is printed only once: by ``create-key`` and ``rotate-secret``, in
 the two lines ``key: <KEY>`` and ``secret: <SECRET>`` that scripts can read.
@@ -22,7 +27,7 @@ import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple, Optional, TextIO
+from typing import Any, Callable, NamedTuple, Optional, TextIO
 
 import click
 from flask.cli import AppGroup
@@ -32,6 +37,7 @@ from .extension import BasicGate
 from .models import ACTIVE, DISABLED
 from .store import (
     MAX_KEY_LENGTH,
+    STATES,
     AdminError,
     ImportRowError,
     KeyImport,
@@ -60,6 +66,13 @@ _MAX_GRACE = 10 * 365 * 24 * 3600
 
 def _store() -> KeyStore:
     return BasicGate.state().store
+
+
+def _writing_store() -> KeyStore:
+    """The store, after saying on stderr which database is about to change."""
+    store = _store()
+    click.echo(f"database: {store.engine.url.render_as_string(hide_password=True)}", err=True)
+    return store
 
 
 @contextmanager
@@ -103,11 +116,20 @@ def _parse_when(value: str, option: str) -> dt.datetime:
     return when
 
 
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 def _read_secret(secret: Optional[str]) -> Optional[str]:
     """``-`` reads the secret from the first line of standard input, which
-    keeps it out of the shell's history and the process list."""
+    keeps it out of the shell's history and the process list; at a terminal
+    it asks twice, without echoing what is typed."""
     if secret != "-":
         return secret
+    if _stdin_is_terminal():
+        # On stderr: stdout carries only the two lines scripts read.
+        value: str = click.prompt("Secret", hide_input=True, confirmation_prompt=True, err=True)
+        return value
     return sys.stdin.readline().rstrip("\r\n")
 
 
@@ -121,8 +143,13 @@ def _show(new: NewSecret) -> None:
 def init_db() -> None:
     """Create the gate's tables (only those)."""
     with _admin_errors():
-        _store().create_tables()
-    click.echo("basic-gate tables created")
+        created = _writing_store().create_tables()
+    if not created:
+        click.echo("basic-gate tables found: nothing to create")
+    elif len(created) == 3:
+        click.echo("basic-gate tables created")
+    else:
+        click.echo(f"basic-gate tables created: {', '.join(created)} (the others existed)")
 
 
 @basic_gate_cli.command("create-package")
@@ -130,7 +157,7 @@ def init_db() -> None:
 def create_package(name: str) -> None:
     """Create the package NAME."""
     with _admin_errors():
-        _store().create_package(name)
+        _writing_store().create_package(name)
     click.echo(f"package {name!r} created")
 
 
@@ -165,7 +192,7 @@ def create_key(
     if ends is not None and ends <= _utcnow():
         raise click.ClickException(f"--expires {expires!r} is in the past")
     with _admin_errors():
-        new = _store().create_key(
+        new = _writing_store().create_key(
             package,
             key=key,
             secret=_read_secret(secret),
@@ -182,7 +209,7 @@ def create_key(
 def disable_key(key: str) -> None:
     """Switch KEY off (its secrets are kept)."""
     with _admin_errors():
-        _store().disable_key(key)
+        _writing_store().disable_key(key)
     click.echo(f"key {key!r} disabled")
 
 
@@ -191,7 +218,7 @@ def disable_key(key: str) -> None:
 def enable_key(key: str) -> None:
     """Switch KEY back on."""
     with _admin_errors():
-        _store().enable_key(key)
+        _writing_store().enable_key(key)
     click.echo(f"key {key!r} enabled")
 
 
@@ -221,36 +248,192 @@ def rotate_secret(key: str, secret: Optional[str], grace: float) -> None:
             f"--grace {grace:g} is out of range: give 0 to {_MAX_GRACE} seconds"
         )
     with _admin_errors():
-        new = _store().rotate_secret(key, _read_secret(secret), grace=grace)
+        new = _writing_store().rotate_secret(key, _read_secret(secret), grace=grace)
     _show(new)
+
+
+@basic_gate_cli.command("update-key")
+@click.argument("key")
+@click.option(
+    "--not-before",
+    metavar="ISO8601|none",
+    help="The key works from then on (UTC); 'none': from now on.",
+)
+@click.option(
+    "--expires", metavar="ISO8601|none", help="The key stops working then (UTC); 'none': never."
+)
+@click.option(
+    "--owner", metavar="NAME", help="Name of the developer or application ('' clears it)."
+)
+@click.option("--developer", metavar="EMAIL", help="Email of the developer ('' clears it).")
+def update_key(key: str, **options: Optional[str]) -> None:
+    """Change some of KEY's fields; the others stay as they are.
+
+    Prints what changed and the key's state afterwards. Like disable-key,
+    the change takes effect at once in this process.
+    """
+    changes: dict[str, Any] = {}
+    said: list[str] = []
+    for name, parse in _UPDATES.items():
+        value = options[name]
+        if value is not None:
+            fields, description = parse(value)
+            changes.update(fields)
+            said.append(description)
+    if not changes:
+        raise click.UsageError(
+            "nothing to change: give at least one of " + ", ".join(_UPDATE_OPTIONS)
+        )
+    with _admin_errors():
+        info = _writing_store().update_key(key, **changes)
+    click.echo(f"key {key!r} updated: {', '.join(said)}; state {info.state}")
+
+
+def _update_not_before(value: str) -> tuple[dict[str, Any], str]:
+    when = _parse_when_or_none(value, "--not-before")
+    return {"not_before": when}, f"not-before {_iso(when) if when else 'none'}"
+
+
+def _update_expires(value: str) -> tuple[dict[str, Any], str]:
+    when = _parse_when_or_none(value, "--expires")
+    if when is not None and when <= _utcnow():
+        raise click.ClickException(f"--expires {value!r} is in the past")
+    return {"expires_at": when}, f"expires {_iso(when) if when else 'never'}"
+
+
+def _update_owner(value: str) -> tuple[dict[str, Any], str]:
+    return {"owner_name": value or None}, f"owner {value!r}" if value else "owner cleared"
+
+
+def _update_developer(value: str) -> tuple[dict[str, Any], str]:
+    return {"owner_email": value or None}, (
+        f"developer {value!r}" if value else "developer cleared"
+    )
+
+
+#: update-key's options, by parameter name: each turns the option's value into
+#: keyword arguments of KeyStore.update_key and the words that report the
+#: change. A new option is a click.option on the command plus an entry here.
+_UPDATES: dict[str, Callable[[str], tuple[dict[str, Any], str]]] = {
+    "not_before": _update_not_before,
+    "expires": _update_expires,
+    "owner": _update_owner,
+    "developer": _update_developer,
+}
+_UPDATE_OPTIONS = [f"--{name.replace('_', '-')}" for name in _UPDATES]
+
+
+def _parse_when_or_none(value: str, option: str) -> Optional[dt.datetime]:
+    if value.strip().lower() == "none":
+        return None
+    return _parse_when(value, option)
+
+
+@basic_gate_cli.command("delete-key")
+@click.argument("key")
+@click.option("--yes", is_flag=True, help="Delete without asking.")
+def delete_key(key: str, yes: bool) -> None:
+    """Delete KEY and all its secrets, for good.
+
+    Asks first at a terminal; without one, --yes is required.
+    """
+    with _admin_errors():
+        store = _writing_store()
+        info = store.show_key(key)
+        if not yes:
+            if not _stdin_is_terminal():
+                raise click.UsageError(
+                    "standard input is not a terminal: give --yes to delete without asking"
+                )
+            click.confirm(
+                f"Delete key {key!r} of package {info.package!r} and its"
+                f" {_plural(info.secrets, 'live secret')}?",
+                abort=True,
+                err=True,
+            )
+        store.delete_key(key)
+    click.echo(f"key {key!r} deleted")
 
 
 @basic_gate_cli.command("list-keys")
 @click.option("--package", metavar="NAME", help="Only the keys of this package.")
-def list_keys(package: Optional[str]) -> None:
-    """List the keys: package, status, owner, number of secrets, expiry.
+@click.option("--state", type=click.Choice(STATES), help="Only the keys in this state.")
+def list_keys(package: Optional[str], state: Optional[str]) -> None:
+    """List the keys, one line each: package, state, validity, live secrets
+    and their expiries, developer, owner.
 
-    Never shows a secret.
+    The state is what the gate does with the key now: active, disabled,
+    expired or not-yet-valid (the last three get 403 key-inactive). Never
+    shows a secret.
     """
     with _admin_errors():
-        keys = _store().list_keys(package)
+        keys = _store().list_keys(package, state=state)
     if not keys:
-        click.echo("no keys" if package is None else f"no keys in package {package!r}")
+        where = [f"in package {package!r}"] if package is not None else []
+        where += [f"in state {state!r}"] if state is not None else []
+        click.echo(" ".join(["no keys", *where]))
         return
-    rows = [("KEY", "PACKAGE", "STATUS", "OWNER", "SECRETS", "EXPIRES")]
+    rows: list[tuple[str, ...]] = [_LIST_HEADER]
     rows.extend(_key_row(info) for info in keys)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-def _key_row(info: KeyInfo) -> tuple[str, str, str, str, str, str]:
-    if info.owner_name and info.owner_email:
-        owner = f"{info.owner_name} <{info.owner_email}>"
-    else:
-        owner = info.owner_name or info.owner_email or "-"
-    expires = _iso(info.expires_at) if info.expires_at is not None else "never"
-    return (info.key, info.package, info.status, owner, str(info.secrets), expires)
+_LIST_HEADER = (
+    "KEY",
+    "PACKAGE",
+    "STATE",
+    "NOT-BEFORE",
+    "EXPIRES",
+    "SECRETS",
+    "SECRETS-EXPIRE",
+    "DEVELOPER",
+    "OWNER",
+)
+
+
+def _key_row(info: KeyInfo) -> tuple[str, ...]:
+    return (
+        info.key,
+        info.package,
+        info.state,
+        _iso(info.not_before) if info.not_before is not None else "none",
+        _iso(info.expires_at) if info.expires_at is not None else "never",
+        str(info.secrets),
+        ",".join(_iso(when) if when else "never" for when in info.secret_expiries) or "-",
+        info.owner_email or "-",
+        info.owner_name or "-",
+    )
+
+
+@basic_gate_cli.command("show-key")
+@click.argument("key")
+def show_key(key: str) -> None:
+    """Show KEY: package, state, validity, owner, live secrets and their
+    expiries. Never shows a secret."""
+    with _admin_errors():
+        info = _store().show_key(key)
+    lines = [
+        ("key", info.key),
+        ("package", info.package),
+        ("state", info.state),
+        ("status", info.status),
+        ("not-before", _iso(info.not_before) if info.not_before is not None else "none"),
+        ("expires", _iso(info.expires_at) if info.expires_at is not None else "never"),
+        ("owner", info.owner_name or "-"),
+        ("developer", info.owner_email or "-"),
+        ("created", _iso(info.created_at)),
+        ("live secrets", str(info.secrets)),
+    ]
+    for name, value in lines:
+        click.echo(f"{name + ':':<14}{value}")
+    for number, when in enumerate(info.secret_expiries, 1):
+        click.echo(f"  {number}. expires {_iso(when) if when else 'never'}")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _iso(when: dt.datetime) -> str:
@@ -413,7 +596,7 @@ def import_keys(file: str, create_packages: bool) -> None:
     is an unknown package unless --create-packages is given. '-' reads
     standard input.
     """
-    store = _store()
+    store = _writing_store()
     rows, bad = _read_file(file)
     keys = [
         KeyImport(row.key, row.secret, row.package, row.status, row.owner_email) for row in rows

@@ -2,12 +2,18 @@
 
 Every command on success, every error path (one line on stderr, exit status
 1, nothing written), and that no command but create-key and rotate-secret
-ever prints a secret.
+ever prints a secret. A command that writes prints ``database: <URL>`` on
+stderr first; :func:`ok` and :func:`refused` allow that one line.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,12 +21,16 @@ import pytest
 from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from sqlalchemy import inspect, select
+from sqlalchemy import func, inspect, make_url, select, update
 
 from flask_basic_gate import BasicGate
+from flask_basic_gate.store.admin import generate_key
 from flask_basic_gate.testing import basic_auth_headers
 
 from .conftest import FAST_KDF, AppFactory, provision
+from .serverutil import child_env
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GATE_TABLES = {"basic_gate_package", "basic_gate_key", "basic_gate_secret"}
 
@@ -38,10 +48,21 @@ def gate(app: Flask, *args: str, input: Optional[str] = None) -> Result:
     return cli_runner(app).invoke(args=["basic-gate", *args], input=input)
 
 
+DATABASE_LINE = re.compile(r"database: \S+")
+
+
+def without_database_line(stderr: str) -> list[str]:
+    """stderr's lines after the ``database:`` line a writing command starts with."""
+    lines = stderr.splitlines()
+    if lines and DATABASE_LINE.fullmatch(lines[0]):
+        return lines[1:]
+    return lines
+
+
 def ok(result: Result) -> list[str]:
     """The stdout lines of a command that must have succeeded."""
     assert result.exit_code == 0, (result.exit_code, result.output)
-    assert not result.stderr
+    assert without_database_line(result.stderr) == []
     return result.stdout.splitlines()
 
 
@@ -49,7 +70,7 @@ def refused(result: Result, message: str) -> None:
     """A one-line error on stderr, nothing on stdout, exit status 1."""
     assert result.exit_code == 1, (result.exit_code, result.output)
     assert result.stdout == ""
-    lines = result.stderr.splitlines()
+    lines = without_database_line(result.stderr)
     assert len(lines) == 1, lines
     assert lines[0].startswith("Error: ")
     assert message in lines[0], lines[0]
@@ -67,6 +88,21 @@ def keys_listed(app: Flask) -> list[str]:
     if lines == ["no keys"]:
         return []
     return [line.split()[0] for line in lines[1:]]
+
+
+def listing(app: Flask, *args: str) -> list[dict[str, str]]:
+    """The rows ``list-keys ARGS`` prints, each by column name (the cells
+    start where the header's names start)."""
+    header, *lines = ok(gate(app, "list-keys", *args))
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    return [
+        {
+            name: line[start:end].strip()
+            for name, start, end in zip(names, starts, [*starts[1:], None])
+        }
+        for line in lines
+    ]
 
 
 def stored_secrets(app: Flask) -> list[tuple[str, str]]:
@@ -106,8 +142,13 @@ def test_init_db_creates_only_the_gate_tables(app_factory: AppFactory) -> None:
     assert ok(gate(app, "init-db")) == ["basic-gate tables created"]
     with app.app_context():
         assert set(inspect(db.engine).get_table_names()) == GATE_TABLES
-    # Idempotent.
-    assert ok(gate(app, "init-db")) == ["basic-gate tables created"]
+    # Idempotent, and says it found them.
+    assert ok(gate(app, "init-db")) == ["basic-gate tables found: nothing to create"]
+    with app.app_context():
+        BasicGate.state().store.models.KeySecret.__table__.drop(db.engine)
+    assert ok(gate(app, "init-db")) == [
+        "basic-gate tables created: basic_gate_secret (the others existed)"
+    ]
 
 
 def test_command_before_init_db_tells_what_to_run(app_factory: AppFactory) -> None:
@@ -122,10 +163,8 @@ def test_command_before_init_db_tells_what_to_run(app_factory: AppFactory) -> No
 def test_create_package(app: Flask) -> None:
     assert ok(gate(app, "create-package", "partners")) == ["package 'partners' created"]
     ok(gate(app, "create-key", "--package", "partners", "--key", "p1"))
-    assert ok(gate(app, "list-keys", "--package", "partners"))[1].split()[:2] == [
-        "p1",
-        "partners",
-    ]
+    [row] = listing(app, "--package", "partners")
+    assert (row["KEY"], row["PACKAGE"]) == ("p1", "partners")
 
 
 def test_create_package_twice_refused(app: Flask) -> None:
@@ -226,7 +265,7 @@ def test_create_key_default_kdf_is_scrypt(app_factory: AppFactory) -> None:
 )
 def test_create_key_expires_iso8601_naive_is_utc(app: Flask, expires: str, shown: str) -> None:
     ok(gate(app, "create-key", "--package", "members", "--key", "k", "--expires", expires))
-    assert ok(gate(app, "list-keys"))[1].split()[-1] == shown
+    assert listing(app)[0]["EXPIRES"] == shown
 
 
 def test_create_key_not_yet_valid(app: Flask) -> None:
@@ -299,7 +338,7 @@ def test_disable_and_enable_take_effect_at_once_here(app: Flask) -> None:
     assert ok(gate(app, "disable-key", "k")) == ["key 'k' disabled"]
     code, body = status(app, "k", "s")
     assert (code, body["errorCode"]) == (403, "key-inactive")
-    assert ok(gate(app, "list-keys"))[1].split()[2] == "disabled"
+    assert listing(app)[0]["STATE"] == "disabled"
     assert ok(gate(app, "enable-key", "k")) == ["key 'k' enabled"]
     assert status(app, "k", "s")[0] == 200
 
@@ -330,7 +369,7 @@ def test_rotate_given_secret_with_grace(app: Flask) -> None:
     assert lines == ["key: k", "secret: new"]
     assert status(app, "k", "new")[0] == 200
     assert status(app, "k", "old")[0] == 200
-    assert ok(gate(app, "list-keys"))[1].split()[-2] == "2"
+    assert listing(app)[0]["SECRETS"] == "2"
     # A rotation without grace removes every older secret.
     ok(gate(app, "rotate-secret", "k", "--secret", "newest"))
     assert status(app, "k", "old")[0] == 403
@@ -358,7 +397,7 @@ def test_rotate_bad_grace_refused(app: Flask, grace: str, message: str) -> None:
     provision(app, key="k", secret="old")
     refused(gate(app, "rotate-secret", "k", "--grace", grace), message)
     assert status(app, "k", "old")[0] == 200
-    assert ok(gate(app, "list-keys"))[1].split()[-2] == "1"
+    assert listing(app)[0]["SECRETS"] == "1"
 
 
 # -- list-keys -------------------------------------------------------------------
@@ -371,24 +410,392 @@ def test_list_keys_columns_and_never_a_secret(app: Flask) -> None:
         gate(
             app,
             *("create-key", "--package", "partners", "--key", "p1", "--secret", "topsecret-2"),
-            *("--owner", "Shop", "--developer", "shop@example.com", "--expires", "2031-01-01"),
+            *("--owner", "Dev Shop", "--developer", "shop@example.com"),
+            *("--not-before", "2030-01-01", "--expires", "2031-01-01"),
         )
     )
     ok(gate(app, "create-key", "--package", "partners", "--key", "p2", "--secret", "topsecret-3"))
     ok(gate(app, "disable-key", "p2"))
     lines = ok(gate(app, "list-keys"))
-    assert [line.split() for line in lines] == [
-        ["KEY", "PACKAGE", "STATUS", "OWNER", "SECRETS", "EXPIRES"],
-        ["criticalmix", "members", "active", "dev@example.com", "1", "never"],
-        ["p1", "partners", "active", "Shop", "<shop@example.com>", "1", "2031-01-01T00:00:00Z"],
-        ["p2", "partners", "disabled", "-", "1", "never"],
+    assert lines[0].split() == [
+        *("KEY", "PACKAGE", "STATE", "NOT-BEFORE", "EXPIRES", "SECRETS", "SECRETS-EXPIRE"),
+        *("DEVELOPER", "OWNER"),
+    ]
+    assert [list(row.values()) for row in listing(app)] == [
+        ["criticalmix", "members", "active", "none", "never", "1", "never", "dev@example.com", "-"],
+        [
+            *("p1", "partners", "not-yet-valid", "2030-01-01T00:00:00Z", "2031-01-01T00:00:00Z"),
+            *("1", "never", "shop@example.com", "Dev Shop"),
+        ],
+        ["p2", "partners", "disabled", "none", "never", "1", "never", "-", "-"],
     ]
     output = "\n".join(lines)
     assert "topsecret" not in output
     for _, value in stored_secrets(app):
         assert value not in output
-    partners = ok(gate(app, "list-keys", "--package", "partners"))
-    assert [line.split()[0] for line in partners[1:]] == ["p1", "p2"]
+    assert [row["KEY"] for row in listing(app, "--package", "partners")] == ["p1", "p2"]
+
+
+def set_secret_expiry(app: Flask, key: str, when: dt.datetime) -> None:
+    """Give every secret of ``key`` this expiry, behind the store's back."""
+    with app.app_context():
+        store = BasicGate.state().store
+        m = store.models
+        with store.engine.begin() as conn:
+            key_id = conn.execute(select(m.PackageKey.id).where(m.PackageKey.key == key)).scalar()
+            conn.execute(
+                update(m.KeySecret).where(m.KeySecret.key_id == key_id).values(expires_at=when)
+            )
+
+
+def test_list_keys_state_is_what_the_gate_does(app: Flask) -> None:
+    """Each state list-keys shows matches the gate's answer to that key's
+    right secret: 200 for active, 403 key-inactive for the three others."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    with app.app_context():
+        store = BasicGate.state().store
+        for key in ("on", "off", "old", "later"):
+            store.create_key("members", key=key, secret="s")
+        store.disable_key("off")
+        store.update_key("old", expires_at=now - dt.timedelta(seconds=1))
+        store.update_key("later", not_before=now + dt.timedelta(days=1))
+    states = {row["KEY"]: row["STATE"] for row in listing(app)}
+    assert states == {
+        "on": "active",
+        "off": "disabled",
+        "old": "expired",
+        "later": "not-yet-valid",
+    }
+    for key, state in states.items():
+        code, body = status(app, key, "s")
+        if state == "active":
+            assert code == 200
+        else:
+            assert (code, body["errorCode"]) == (403, "key-inactive"), key
+    for state in ("active", "disabled", "expired", "not-yet-valid"):
+        shown = [row["KEY"] for row in listing(app, "--state", state)]
+        assert shown == [key for key, s in states.items() if s == state]
+    assert ok(gate(app, "list-keys", "--package", "members", "--state", "expired"))[1:] != []
+
+
+def test_list_keys_state_filter_empty_and_bad(app: Flask) -> None:
+    provision(app, key="k", secret="s")
+    assert ok(gate(app, "list-keys", "--state", "expired")) == ["no keys in state 'expired'"]
+    assert ok(gate(app, "list-keys", "--package", "members", "--state", "disabled")) == [
+        "no keys in package 'members' in state 'disabled'"
+    ]
+    result = gate(app, "list-keys", "--state", "paused")
+    assert result.exit_code == 2
+    assert "'paused' is not one of" in result.stderr
+
+
+def test_list_keys_counts_only_live_secrets(app: Flask) -> None:
+    provision(app, key="k", secret="old")
+    ok(gate(app, "rotate-secret", "k", "--secret", "new", "--grace", "3600"))
+    [row] = listing(app)
+    assert row["SECRETS"] == "2"
+    until, never = row["SECRETS-EXPIRE"].split(",")
+    assert never == "never"
+    soon = dt.datetime.strptime(until, "%Y-%m-%dT%H:%M:%SZ")
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    assert now < soon <= now + dt.timedelta(seconds=3601)
+    # Once the grace period is over the old secret is not counted (nor does it work).
+    with app.app_context():
+        store = BasicGate.state().store
+        m = store.models
+        with store.engine.begin() as conn:
+            conn.execute(
+                update(m.KeySecret)
+                .where(m.KeySecret.expires_at.is_not(None))
+                .values(expires_at=now - dt.timedelta(seconds=1))
+            )
+    [row] = listing(app)
+    assert (row["SECRETS"], row["SECRETS-EXPIRE"]) == ("1", "never")
+    assert status(app, "k", "old")[0] == 403
+    assert status(app, "k", "new")[0] == 200
+
+
+# -- show-key --------------------------------------------------------------------
+
+
+def test_show_key(app: Flask) -> None:
+    ok(
+        gate(
+            app,
+            *("create-key", "--package", "members", "--key", "k", "--secret", "topsecret"),
+            *("--owner", "Dev Shop", "--developer", "dev@example.com"),
+            *("--not-before", "2030-01-01T08:00:00Z", "--expires", "2031-01-01"),
+        )
+    )
+    ok(gate(app, "rotate-secret", "k", "--secret", "topsecret-2", "--grace", "60"))
+    lines = ok(gate(app, "show-key", "k"))
+    fields = dict(line.split(":", 1) for line in lines if not line.startswith("  "))
+    fields = {name: value.strip() for name, value in fields.items()}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", fields.pop("created"))
+    assert fields == {
+        "key": "k",
+        "package": "members",
+        "state": "not-yet-valid",
+        "status": "active",
+        "not-before": "2030-01-01T08:00:00Z",
+        "expires": "2031-01-01T00:00:00Z",
+        "owner": "Dev Shop",
+        "developer": "dev@example.com",
+        "live secrets": "2",
+    }
+    secrets = [line.strip() for line in lines if line.startswith("  ")]
+    assert len(secrets) == 2
+    assert re.fullmatch(r"1\. expires \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", secrets[0])
+    assert secrets[1] == "2. expires never"
+    output = "\n".join(lines)
+    assert "topsecret" not in output
+    for _, value in stored_secrets(app):
+        assert value not in output
+
+
+def test_show_key_unknown_refused(app: Flask) -> None:
+    refused(gate(app, "show-key", "nope"), "no key 'nope'")
+
+
+# -- update-key ------------------------------------------------------------------
+
+
+def test_update_key_fixes_a_mistyped_not_before(app: Flask) -> None:
+    ok(
+        gate(
+            app,
+            *("create-key", "--package", "members", "--key", "k", "--secret", "s"),
+            *("--not-before", "2999-01-01"),
+        )
+    )
+    code, body = status(app, "k", "s")
+    assert (code, body["errorCode"]) == (403, "key-inactive")
+    assert ok(gate(app, "update-key", "k", "--not-before", "none")) == [
+        "key 'k' updated: not-before none; state active"
+    ]
+    assert status(app, "k", "s")[0] == 200
+
+
+def test_update_key_takes_effect_at_once_here(app: Flask) -> None:
+    provision(app, key="k", secret="s")
+    assert status(app, "k", "s")[0] == 200  # now cached in this process
+    ok(gate(app, "update-key", "k", "--not-before", "2999-01-01T00:00:00Z"))
+    code, body = status(app, "k", "s")
+    assert (code, body["errorCode"]) == (403, "key-inactive")
+    assert listing(app)[0]["STATE"] == "not-yet-valid"
+
+
+def test_update_key_fields_and_clearing(app: Flask) -> None:
+    provision(app, key="k", secret="s", owner_name="Old", owner_email="old@example.com")
+    assert ok(
+        gate(
+            app,
+            *("update-key", "k", "--expires", "2031-06-01T12:00:00+02:00"),
+            *("--owner", "New Shop", "--developer", "new@example.com"),
+        )
+    ) == [
+        "key 'k' updated: expires 2031-06-01T10:00:00Z, owner 'New Shop',"
+        " developer 'new@example.com'; state active"
+    ]
+    [row] = listing(app)
+    assert (row["EXPIRES"], row["OWNER"], row["DEVELOPER"]) == (
+        "2031-06-01T10:00:00Z",
+        "New Shop",
+        "new@example.com",
+    )
+    code, body = status(app, "k", "s")
+    assert (code, body["owner"]) == (200, "new@example.com")
+    # Only what is given changes; '' clears the owner, 'none' the expiry.
+    assert ok(gate(app, "update-key", "k", "--owner", "", "--expires", "none")) == [
+        "key 'k' updated: expires never, owner cleared; state active"
+    ]
+    [row] = listing(app)
+    assert (row["EXPIRES"], row["OWNER"], row["DEVELOPER"]) == ("never", "-", "new@example.com")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--expires", "soon"], "--expires 'soon' is not an ISO 8601"),
+        (["--not-before", "2031-02-30"], "--not-before '2031-02-30' is not an ISO 8601"),
+        (["--expires", "2001-01-01"], "--expires '2001-01-01' is in the past"),
+        (["--not-before", "2032-01-01", "--expires", "2031-01-01"], "expire before it becomes"),
+        # Against the stored expiry too.
+        (["--not-before", "2041-01-01"], "expire before it becomes valid"),
+        (["--developer", "x" * 256], "at most 255 characters"),
+    ],
+)
+def test_update_key_bad_input_writes_nothing(app: Flask, args: list[str], message: str) -> None:
+    provision(app, key="k", secret="s", expires_at=dt.datetime(2040, 1, 1))
+    before = listing(app)
+    refused(gate(app, "update-key", "k", *args), message)
+    assert listing(app) == before
+
+
+def test_update_key_unknown_key_refused(app: Flask) -> None:
+    refused(gate(app, "update-key", "nope", "--expires", "none"), "no key 'nope'")
+
+
+def test_update_key_without_options_is_a_usage_error(app: Flask) -> None:
+    provision(app, key="k", secret="s")
+    result = gate(app, "update-key", "k")
+    assert result.exit_code == 2
+    assert "nothing to change: give at least one of --not-before, --expires" in result.stderr
+
+
+# -- delete-key ------------------------------------------------------------------
+
+
+def count_rows(app: Flask) -> tuple[int, int]:
+    """How many keys and secrets the gate's tables hold."""
+    with app.app_context():
+        store = BasicGate.state().store
+        m = store.models
+        with store.engine.connect() as conn:
+            keys = conn.execute(select(func.count()).select_from(m.PackageKey)).scalar()
+            secrets = conn.execute(select(func.count()).select_from(m.KeySecret)).scalar()
+    return keys, secrets
+
+
+def test_delete_key_leaves_no_orphan_secret(app_factory: AppFactory, database_url: str) -> None:
+    app = app_factory(url=database_url)
+    ok(gate(app, "create-package", "members"))
+    ok(gate(app, "create-key", "--package", "members", "--key", "gone", "--secret", "s1"))
+    ok(gate(app, "rotate-secret", "gone", "--secret", "s2", "--grace", "600"))
+    ok(gate(app, "create-key", "--package", "members", "--key", "kept", "--secret", "s3"))
+    assert count_rows(app) == (2, 3)
+    assert status(app, "gone", "s2")[0] == 200  # now cached in this process
+    assert ok(gate(app, "delete-key", "gone", "--yes")) == ["key 'gone' deleted"]
+    assert count_rows(app) == (1, 1)
+    assert keys_listed(app) == ["kept"]
+    # The eviction reached the cache: the deleted key's secrets work no more.
+    assert status(app, "gone", "s2")[0] == 403
+    assert status(app, "gone", "s1")[0] == 403
+    assert status(app, "kept", "s3")[0] == 200
+    refused(gate(app, "delete-key", "gone", "--yes"), "no key 'gone'")
+
+
+def test_delete_key_asks_at_a_terminal(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    provision(app, key="k", secret="s")
+    monkeypatch.setattr("flask_basic_gate.cli._stdin_is_terminal", lambda: True)
+    no = gate(app, "delete-key", "k", input="n\n")
+    assert no.exit_code == 1
+    assert "Delete key 'k' of package 'members' and its 1 live secret? [y/N]" in no.stderr
+    assert keys_listed(app) == ["k"]
+    yes = gate(app, "delete-key", "k", input="y\n")
+    assert yes.exit_code == 0, yes.output
+    assert yes.stdout == "key 'k' deleted\n"
+    assert keys_listed(app) == []
+
+
+def test_delete_key_without_terminal_needs_yes(app: Flask) -> None:
+    provision(app, key="k", secret="s")
+    result = gate(app, "delete-key", "k", input="y\n")
+    assert result.exit_code == 2
+    assert "give --yes" in result.stderr
+    assert keys_listed(app) == ["k"]
+
+
+# -- keys that look like options -----------------------------------------------------
+
+
+def test_generated_keys_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # token_urlsafe draws one key in 64 with a leading "-": make it the first draw.
+    draws = iter(["-" + "a" * 42, "b" * 43])
+    monkeypatch.setattr("flask_basic_gate.store.admin.generate_secret", lambda: next(draws))
+    assert generate_key() == "b" * 24
+    monkeypatch.undo()
+    assert not any(generate_key().startswith("-") for _ in range(2000))
+
+
+def test_a_key_starting_with_a_dash_after_double_dash(app: Flask, tmp_path: Path) -> None:
+    # Such keys arrive by import-keys; "--" ends the options.
+    file = write_csv(tmp_path, "key,secret,package\n-dash,s,members\n")
+    ok(gate(app, "import-keys", file))
+    assert "No such option" in gate(app, "disable-key", "-dash").stderr
+    assert ok(gate(app, "disable-key", "--", "-dash")) == ["key '-dash' disabled"]
+    assert ok(gate(app, "enable-key", "--", "-dash")) == ["key '-dash' enabled"]
+    assert ok(gate(app, "rotate-secret", "--secret", "t", "--", "-dash")) == [
+        "key: -dash",
+        "secret: t",
+    ]
+    assert ok(gate(app, "update-key", "--owner", "O", "--", "-dash"))[0].startswith("key '-dash'")
+    assert ok(gate(app, "show-key", "--", "-dash"))[0].split() == ["key:", "-dash"]
+    assert status(app, "-dash", "t")[0] == 200
+    assert ok(gate(app, "delete-key", "--yes", "--", "-dash")) == ["key '-dash' deleted"]
+
+
+# -- --secret - at a terminal ----------------------------------------------------
+
+
+def test_secret_dash_at_a_terminal_asks_twice_hidden(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flask_basic_gate.cli._stdin_is_terminal", lambda: True)
+    result = gate(
+        app,
+        *("create-key", "--package", "members", "--key", "k", "--secret", "-"),
+        input="typo\nhidden-1\nhidden-1\nhidden-1\n",
+    )
+    # The first pair differs: asked again. Nothing typed is echoed.
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["key: k", "secret: hidden-1"]
+    assert result.stderr.count("Secret: ") == 2
+    assert result.stderr.count("Repeat for confirmation: ") == 2
+    assert "typo" not in result.stderr
+    assert "hidden-1" not in result.stderr
+    assert status(app, "k", "hidden-1")[0] == 200
+    provision(app, key="r", secret="old")
+    rotated = gate(app, "rotate-secret", "r", "--secret", "-", input="new-1\nnew-1\n")
+    assert rotated.stdout.splitlines() == ["key: r", "secret: new-1"]
+    assert status(app, "r", "new-1")[0] == 200
+
+
+def test_secret_dash_from_a_pipe_does_not_prompt(app: Flask) -> None:
+    result = gate(
+        app, "create-key", "--package", "members", "--key", "k", "--secret", "-", input="piped\n"
+    )
+    assert ok(result) == ["key: k", "secret: piped"]
+    assert "Secret" not in result.stderr
+
+
+# -- the database a command writes to ------------------------------------------------
+
+
+def test_writing_commands_name_the_database_without_password(app: Flask) -> None:
+    url = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).render_as_string(hide_password=True)
+    provision(app, key="k", secret="s")
+    for args in (
+        ["create-package", "partners"],
+        ["create-key", "--package", "members", "--key", "k2", "--secret", "s"],
+        ["disable-key", "k"],
+        ["enable-key", "k"],
+        ["rotate-secret", "k", "--secret", "t"],
+        ["update-key", "k", "--owner", "O"],
+        ["delete-key", "k2", "--yes"],
+        ["init-db"],
+    ):
+        result = gate(app, *args)
+        assert result.exit_code == 0, (args, result.output)
+        assert result.stderr.splitlines() == [f"database: {url}"], args
+    for args in (["list-keys"], ["show-key", "k"]):
+        assert gate(app, *args).stderr == "", args
+
+
+def test_database_line_hides_the_password(app_factory: AppFactory) -> None:
+    url = os.environ.get("BASIC_GATE_TEST_POSTGRESQL_URL")
+    if not url:
+        pytest.skip("BASIC_GATE_TEST_POSTGRESQL_URL is not set")
+    # The test server trusts local connections, so any password gets in.
+    with_password = make_url(url).set(password="hunter2")
+    app = app_factory(url=with_password.render_as_string(hide_password=False))
+    result = gate(app, "create-package", "members")
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.output
+    assert result.stderr.splitlines() == [
+        f"database: {with_password.render_as_string(hide_password=True)}"
+    ]
+    assert ":***@" in result.stderr
 
 
 def test_list_keys_empty(app: Flask) -> None:
@@ -425,11 +832,10 @@ def test_import_keys(app: Flask, tmp_path: Path) -> None:
     code, body = status(app, "k2", "plain-2")
     assert (code, body["errorCode"]) == (403, "key-inactive")
     assert status(app, "k3", ' spaced, and "quoted" ')[0] == 200
-    lines = ok(gate(app, "list-keys"))
-    assert [line.split()[:4] for line in lines[1:]] == [
-        ["k1", "members", "active", "one@example.com"],
-        ["k2", "members", "disabled", "-"],
-        ["k3", "members", "active", "three@example.com"],
+    assert [(r["KEY"], r["STATE"], r["DEVELOPER"]) for r in listing(app)] == [
+        ("k1", "active", "one@example.com"),
+        ("k2", "disabled", "-"),
+        ("k3", "active", "three@example.com"),
     ]
     # Hashed with the configured KDF on the way in; the plaintext is nowhere.
     stored = stored_secrets(app)
@@ -567,3 +973,26 @@ def test_import_keys_never_prints_a_secret(app: Flask, tmp_path: Path, rows: str
     result = gate(app, "import-keys", write_csv(tmp_path, HEADER + rows))
     assert result.exit_code == 1
     assert "hunter2" not in result.output
+
+
+COMMAND = ("disable-key", "criticalmix")
+
+
+def test_example_cli_names_its_fallback_database(tmp_path: Path) -> None:
+    """The example without FLASK_SQLALCHEMY_DATABASE_URI in the shell falls back to
+    instance/example.sqlite: the command says so before it writes."""
+    shutil.copytree(
+        ROOT / "example_app", tmp_path / "example_app", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", *("--app", "example_app", "basic-gate"), *COMMAND],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "key 'criticalmix' disabled\n"
+    database = f"database: sqlite:///{tmp_path / 'instance' / 'example.sqlite'}"
+    assert database in done.stderr.splitlines()

@@ -7,11 +7,24 @@ connection); :mod:`.admin` holds the writes the CLI and apps call.
 from __future__ import annotations
 
 from ..records import KeyRecord, SecretRecord
-from .admin import AdminError, ImportRowError, KeyImport, KeyInfo, KeyStore, NewSecret, utc_naive
+from .admin import (
+    STATES,
+    UNSET,
+    AdminError,
+    ImportRowError,
+    KeyImport,
+    KeyInfo,
+    KeyStore,
+    NewSecret,
+    key_state,
+    utc_naive,
+)
 from .lookup import MAX_KEY_LENGTH, KeyLookup
 
 __all__ = [
     "MAX_KEY_LENGTH",
+    "STATES",
+    "UNSET",
     "AdminError",
     "ImportRowError",
     "KeyImport",
@@ -21,5 +34,6 @@ __all__ = [
     "KeyStore",
     "NewSecret",
     "SecretRecord",
+    "key_state",
     "utc_naive",
 ]

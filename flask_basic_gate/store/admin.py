@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Callable, NamedTuple, Optional, Union
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,10 +32,24 @@ __all__ = [
     "KeyInfo",
     "KeyStore",
     "NewSecret",
+    "STATES",
+    "UNSET",
+    "key_state",
     "utc_naive",
 ]
 
 When = Union[dt.datetime, None]
+
+#: The effective states of a key, as the gate sees it now.
+STATES = ("active", "disabled", "expired", "not-yet-valid")
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+#: The default of :meth:`KeyStore.update_key`'s arguments: leave the field as it is.
+UNSET = _Unset.UNSET
 
 
 class AdminError(ValueError):
@@ -46,17 +61,25 @@ class AdminError(ValueError):
 
 
 class KeyInfo(NamedTuple):
-    """A key as listed by :meth:`KeyStore.list_keys`; never a secret."""
+    """A key as listed by :meth:`KeyStore.list_keys` and :meth:`KeyStore.show_key`;
+    never a secret. Datetimes are naive UTC.
+    """
 
     key: str
     package: str
+    #: The stored switch: ``active`` or ``disabled``.
     status: str
     owner_name: Optional[str]
     owner_email: Optional[str]
     not_before: Optional[dt.datetime]
     expires_at: Optional[dt.datetime]
+    #: How many secrets work now (expired grace secrets are not counted).
     secrets: int
     created_at: dt.datetime
+    #: What the gate does with the key now, from :func:`key_state`.
+    state: str = "active"
+    #: The expiry of each secret that works now (``None``: never), oldest first.
+    secret_expiries: tuple[Optional[dt.datetime], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +132,42 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+def key_state(
+    status: str,
+    not_before: Optional[dt.datetime],
+    expires_at: Optional[dt.datetime],
+    now: Optional[dt.datetime] = None,
+) -> str:
+    """A key's effective state: ``active``, ``disabled``, ``expired`` or
+    ``not-yet-valid``; every state but ``active`` gets 403 ``key-inactive``.
+
+    The same test as the policy's (:meth:`GatePolicy.is_active
+    <flask_basic_gate.policy.GatePolicy.is_active>`): valid from
+    ``not_before`` on, until (not at) ``expires_at``.
+
+    :param now: naive UTC; default: the current time.
+
+    .. versionadded:: 0.1
+    """
+    now = _now() if now is None else now
+    if status != ACTIVE:
+        return DISABLED
+    if expires_at is not None and now >= expires_at:
+        return "expired"
+    if not_before is not None and now < not_before:
+        return "not-yet-valid"
+    return ACTIVE
+
+
+def generate_key() -> str:
+    """A new random key of 24 URL-safe characters that never starts with ``-``
+    (a command line would read such a key as an option)."""
+    while True:
+        key = generate_secret()[:24]
+        if not key.startswith("-"):
+            return key
+
+
 class KeyStore:
     """Reads and writes the gate's tables for one app.
 
@@ -145,44 +204,68 @@ class KeyStore:
         """
         self.reader.release_connections()
 
-    def list_keys(self, package: Optional[str] = None) -> list[KeyInfo]:
-        """Every key (of one package), with the number of secrets it holds."""
+    def list_keys(
+        self, package: Optional[str] = None, *, state: Optional[str] = None
+    ) -> list[KeyInfo]:
+        """Every key (of one package, in one effective state), by package and key.
+
+        :param state: one of ``active``, ``disabled``, ``expired``,
+            ``not-yet-valid`` (see :func:`key_state`).
+        :raises AdminError: unknown package or state.
+        """
+        if state is not None and state not in STATES:
+            raise AdminError(f"the state must be one of {', '.join(STATES)}, not {state!r}")
         m = self.models
-        count = (
-            select(func.count(m.KeySecret.id))
-            .where(m.KeySecret.key_id == m.PackageKey.id)
-            .scalar_subquery()
-        )
         stmt = (
-            select(m.PackageKey, m.Package.name, count)
+            select(m.PackageKey)
             .join(m.Package, m.Package.id == m.PackageKey.package_id)
             .order_by(m.Package.name, m.PackageKey.key)
         )
+        now = _now()
         with self._session() as session:
             if package is not None:
                 self._package(session, package)
                 stmt = stmt.where(m.Package.name == package)
-            return [
-                KeyInfo(
-                    k.key,
-                    name,
-                    k.status,
-                    k.owner_name,
-                    k.owner_email,
-                    k.not_before,
-                    k.expires_at,
-                    n,
-                    k.created_at,
-                )
-                for k, name, n in session.execute(stmt)
-            ]
+            found = [self._info(k, now) for k in session.scalars(stmt)]
+        return [info for info in found if state is None or info.state == state]
+
+    def show_key(self, key: str) -> KeyInfo:
+        """One key, as :meth:`list_keys` shows it.
+
+        :raises AdminError: no such key.
+        """
+        with self._session() as session:
+            return self._info(self._key(session, key), _now())
+
+    @staticmethod
+    def _info(record: Any, now: dt.datetime) -> KeyInfo:
+        # A secret works until (not at) its expiry, as the policy checks it.
+        live = [s.expires_at for s in record.secrets if s.expires_at is None or s.expires_at > now]
+        return KeyInfo(
+            record.key,
+            record.package.name,
+            record.status,
+            record.owner_name,
+            record.owner_email,
+            record.not_before,
+            record.expires_at,
+            len(live),
+            record.created_at,
+            key_state(record.status, record.not_before, record.expires_at, now),
+            tuple(live),
+        )
 
     # -- writing ---------------------------------------------------------
 
-    def create_tables(self) -> None:
-        """Create the gate's tables (only those) where they do not exist."""
+    def create_tables(self) -> list[str]:
+        """Create the gate's tables (only those) where they do not exist.
+
+        :return: the names of the tables created (empty: all existed).
+        """
         tables = [m.__table__ for m in self.models]
+        existing = set(inspect(self.engine).get_table_names())
         tables[0].metadata.create_all(self.engine, tables=tables)
+        return [table.name for table in tables if table.name not in existing]
 
     def create_package(self, name: str) -> None:
         """Create a package.
@@ -213,8 +296,9 @@ class KeyStore:
         :return: the key and its secret, to show once.
         :raises AdminError: unknown package, taken key, bad value.
         """
-        key = generate_secret()[:24] if key is None else key
+        key = generate_key() if key is None else key
         _check_key(key)
+        _check_owner(owner_name, owner_email)
         not_before, expires_at = utc_naive(not_before), utc_naive(expires_at)
         if not_before and expires_at and expires_at <= not_before:
             raise AdminError("the key would expire before it becomes valid")
@@ -290,15 +374,80 @@ class KeyStore:
         self.set_status(key, ACTIVE)
 
     def set_validity(self, key: str, *, not_before: When = None, expires_at: When = None) -> None:
-        """Set the window in which a key is valid (``None``: open on that side)."""
+        """Set the window in which a key is valid (``None``: open on that side).
+
+        :raises AdminError: no such key, or ``expires_at`` is not after ``not_before``.
+        """
+        self.update_key(key, not_before=not_before, expires_at=expires_at)
+
+    def set_owner(
+        self,
+        key: str,
+        *,
+        owner_name: Union[Optional[str], _Unset] = UNSET,
+        owner_email: Union[Optional[str], _Unset] = UNSET,
+    ) -> None:
+        """Set who a key belongs to (``None`` clears a field).
+
+        .. versionadded:: 0.1
+        """
+        self.update_key(key, owner_name=owner_name, owner_email=owner_email)
+
+    def update_key(
+        self,
+        key: str,
+        *,
+        not_before: Union[When, _Unset] = UNSET,
+        expires_at: Union[When, _Unset] = UNSET,
+        owner_name: Union[Optional[str], _Unset] = UNSET,
+        owner_email: Union[Optional[str], _Unset] = UNSET,
+    ) -> KeyInfo:
+        """Change some of a key's fields in one transaction; the others stay.
+
+        Each argument left at :data:`UNSET` keeps its field; ``None`` clears
+        it (for the dates: open on that side). Cached verifications of the
+        key in this process are dropped after the commit, as for
+        :meth:`disable_key`.
+
+        :return: the key as it is now.
+        :raises AdminError: no such key, a value too long, or a window whose
+            end is not after its start; nothing was written.
+
+        .. versionadded:: 0.1
+        """
+        _check_owner(
+            None if isinstance(owner_name, _Unset) else owner_name,
+            None if isinstance(owner_email, _Unset) else owner_email,
+        )
         with self._writing() as session:
             record = self._key(session, key)
-            record.not_before = utc_naive(not_before)
-            record.expires_at = utc_naive(expires_at)
+            if not isinstance(not_before, _Unset):
+                record.not_before = utc_naive(not_before)
+            if not isinstance(expires_at, _Unset):
+                record.expires_at = utc_naive(expires_at)
+            if not isinstance(owner_name, _Unset):
+                record.owner_name = owner_name
+            if not isinstance(owner_email, _Unset):
+                record.owner_email = owner_email
+            if (
+                record.not_before is not None
+                and record.expires_at is not None
+                and record.expires_at <= record.not_before
+            ):
+                raise AdminError("the key would expire before it becomes valid")
+            info = self._info(record, _now())
         self._changed(key)
+        return info
 
     def delete_key(self, key: str) -> None:
-        """Remove a key and its secrets."""
+        """Remove a key and its secrets.
+
+        The secrets go through the relationship's ORM cascade in the same
+        transaction, so none is left behind even where the database does not
+        enforce ``ON DELETE CASCADE`` (SQLite without ``PRAGMA foreign_keys``).
+
+        :raises AdminError: no such key.
+        """
         with self._writing() as session:
             session.delete(self._key(session, key))
         self._changed(key)
@@ -459,6 +608,13 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
 def _check_name(name: str) -> None:
     if not name or len(name) > MAX_KEY_LENGTH:
         raise AdminError("a package name must have 1 to 255 characters")
+
+
+def _check_owner(owner_name: Optional[str], owner_email: Optional[str]) -> None:
+    if owner_name is not None and len(owner_name) > 255:
+        raise AdminError("an owner name must have at most 255 characters")
+    if owner_email is not None and len(owner_email) > 255:
+        raise AdminError("a developer email must have at most 255 characters")
 
 
 def _check_key(key: str) -> None:

@@ -7,7 +7,17 @@ connection); :mod:`.admin` holds the writes the CLI and apps call.
 from __future__ import annotations
 
 from ..records import KeyRecord, SecretRecord
-from .admin import AdminError, ImportRowError, KeyImport, KeyInfo, KeyStore, NewSecret, utc_naive
+from .admin import (
+    UNCHANGED,
+    AdminError,
+    ImportRowError,
+    KeyImport,
+    KeyInfo,
+    KeyStore,
+    NewSecret,
+    PackageInfo,
+    utc_naive,
+)
 from .lookup import MAX_KEY_LENGTH, KeyLookup
 
 __all__ = [
@@ -20,6 +30,8 @@ __all__ = [
     "KeyRecord",
     "KeyStore",
     "NewSecret",
+    "PackageInfo",
     "SecretRecord",
+    "UNCHANGED",
     "utc_naive",
 ]

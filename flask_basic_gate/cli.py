@@ -53,11 +53,16 @@ _IMPORT_COLUMNS = {
     "package": "package",
     "status": "status",
     "developer email": "owner_email",
-    # The gateway's own names for a key's limits (see "package plans" below).
+    # The gateway's own names for a key's limits (see "package plans" below),
+    # as it writes them (qpsLimitCeiling) or in snake case.
     "qpslimitceiling": "qps",
     "ratelimitceiling": "quota",
     "qpslimitexempt": "qps_exempt",
     "ratelimitexempt": "quota_exempt",
+    "qps limit ceiling": "qps",
+    "rate limit ceiling": "quota",
+    "qps limit exempt": "qps_exempt",
+    "rate limit exempt": "quota_exempt",
 }
 _REQUIRED_COLUMNS = ("key", "secret", "package")
 # The longest grace period rotate-secret accepts: ten years, in seconds.
@@ -449,6 +454,8 @@ def _read_import_file(stream: TextIO) -> tuple[list[_ImportRow], Optional[_BadRo
     if twice:
         raise click.ClickException(f"line 1: the column {twice[0]!r} appears twice")
     fields = [_IMPORT_COLUMNS[name] for name in names]
+    if len(set(fields)) != len(fields):  # two spellings of one limit column
+        raise click.ClickException("line 1: a key limit column appears twice")
 
     rows: list[_ImportRow] = []
     seen: dict[str, int] = {}

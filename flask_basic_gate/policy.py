@@ -132,6 +132,7 @@ class GatePolicy:
         #: neither is given). Its ``clock`` is used only when it is not told
         #: the time; the policy always tells it.
         self.plans = PlanCounter(counters, redis_url=settings.redis_url)
+        self._headers = settings.rate_limit_headers
         self._ttl = settings.cache_ttl
         store.on_change.append(cache.evict_key)
 
@@ -229,11 +230,11 @@ class GatePolicy:
         if packages is not None and identity.package not in packages:
             raise self.failure(PACKAGE_NOT_AUTHORIZED, identity.key, identity.package)
         plan = identity.plan
-        headers = self.settings.rate_limit_headers
         if plan is None:
-            if headers:
+            if self._headers:
                 current_usage.set(None)
             return identity
+        headers = self._headers
         # 6. Counted last, so a refused login or route never uses up quota.
         usage = self.plans.count(identity.key, plan, now)
         if usage.over is not None:

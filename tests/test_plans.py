@@ -580,3 +580,65 @@ def test_cli_import_keys_bad_limits_import_nothing(
     )
     refused(run_cli(app, "import-keys", str(path)), message)
     assert ok(run_cli(app, "list-packages"))[1:] == ["members  unlimited  unlimited  0"]
+
+
+# -- the schema change ------------------------------------------------------------
+
+
+def test_migration_0002_leaves_existing_rows_unlimited(database_url: str) -> None:
+    pytest.importorskip("alembic")
+    import datetime as dt
+
+    import sqlalchemy as sa
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+    from flask_sqlalchemy import SQLAlchemy
+
+    from .test_packaging import _migrations
+
+    first, second = _migrations()[:2]
+    app = Flask(__name__)
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, BASIC_GATE_HASH_METHOD="pbkdf2")
+    db = SQLAlchemy(app)
+    BasicGate(app, db)
+    created = dt.datetime(2026, 1, 1)
+    packages = sa.table(
+        "basic_gate_package", sa.column("id"), sa.column("name"), sa.column("created_at")
+    )
+    keys = sa.table(
+        "basic_gate_key",
+        sa.column("key"),
+        sa.column("status"),
+        sa.column("created_at"),
+        sa.column("package_id"),
+    )
+    with app.app_context():
+        db.drop_all()
+        engine = db.engine
+        try:
+            for migration in (first, second):
+                with engine.begin() as conn:
+                    if migration is second:
+                        conn.execute(
+                            sa.insert(packages).values(id=1, name="members", created_at=created)
+                        )
+                        conn.execute(
+                            sa.insert(keys).values(
+                                key="old", status="active", created_at=created, package_id=1
+                            )
+                        )
+                    context = MigrationContext.configure(conn)
+                    with Operations.context(context):
+                        migration["upgrade"]()
+            store = BasicGate.state().store
+            record = store.lookup("old")
+            assert record is not None and record.plan is None
+            assert [(p.name, p.qps, p.quota, p.keys) for p in store.list_packages()] == [
+                ("members", None, None, 1)
+            ]
+            store.update_package("members", qps=3)
+            record = store.lookup("old")
+            assert record is not None and record.plan == Plan(3, None)
+        finally:
+            db.drop_all()
+            engine.dispose()

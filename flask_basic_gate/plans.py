@@ -27,18 +27,22 @@ from __future__ import annotations
 import calendar
 import contextvars
 import datetime as dt
+import logging
 import math
 import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
+from .errors import StoreUnavailable
 from .records import PERIODS, Plan
 
 if TYPE_CHECKING:
     from limits.storage import Storage
 
 __all__ = ["OVER_QPS", "OVER_QUOTA", "PlanCounter", "Usage", "parse_quota", "window"]
+
+logger = logging.getLogger("flask_basic_gate")
 
 #: :attr:`Usage.over` of a call over its calls per second.
 OVER_QPS = "qps"
@@ -248,6 +252,8 @@ class PlanCounter:
 
         :return: what was counted; :attr:`Usage.over` says whether the call
             is refused (and then it used up no quota).
+        :raises StoreUnavailable: the storage cannot be reached (the gate
+            answers 503, failing closed).
         """
         now = self.clock() if now is None else now
         known = self.refused.get(key)
@@ -270,7 +276,14 @@ class PlanCounter:
             quota_key = f"{_NAMESPACE}/quota/{plan.period}/{key}/{span[0]}"
             quota_expiry = span[1] - second + _SLACK
             counters.append((quota_key, quota_expiry))
-        counts = self.incr_many(counters)
+        try:
+            counts = self.incr_many(counters)
+        except Exception as exc:  # whatever the storage's client raises
+            # Fail closed, like the key store: an uncounted call could pass
+            # any limit.
+            raise StoreUnavailable(
+                f"the plan counters could not be reached: {type(exc).__name__}"
+            ) from exc
         qps_count = counts[0] if qps is not None else None
         quota_count = counts[-1] if span is not None else None
         over = None
@@ -281,8 +294,12 @@ class PlanCounter:
         if over is None:
             return Usage(plan, qps_count, quota_count, span, None)
         if quota_count is not None:
-            # A refused call gives back the quota it was counted against.
-            quota_count = self.storage.incr(quota_key, quota_expiry, amount=-1)
+            # A refused call gives back the quota it was counted against
+            # (best effort: the call is refused either way).
+            try:
+                quota_count = self.storage.incr(quota_key, quota_expiry, amount=-1)
+            except Exception:  # whatever the storage's client raises
+                logger.warning("could not give back a refused call's quota", exc_info=True)
         return self._refuse(key, Usage(plan, qps_count, quota_count, span, over), now)
 
     def incr_many(self, counters: Sequence[tuple[str, int]]) -> list[int]:

@@ -236,7 +236,12 @@ class GatePolicy:
             return identity
         headers = self._headers
         # 6. Counted last, so a refused login or route never uses up quota.
-        usage = self.plans.count(identity.key, plan, now)
+        try:
+            usage = self.plans.count(identity.key, plan, now)
+        except StoreUnavailable as exc:
+            raise self.failure(
+                GATE_UNAVAILABLE, identity.key, identity.package, retry_after=exc.retry_after
+            ) from None
         if usage.over is not None:
             error = self.failure(
                 RATE_LIMIT_EXCEEDED if usage.over == OVER_QPS else QUOTA_EXCEEDED,

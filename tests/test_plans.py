@@ -642,3 +642,21 @@ def test_migration_0002_leaves_existing_rows_unlimited(database_url: str) -> Non
         finally:
             db.drop_all()
             engine.dispose()
+
+
+class DownStorage:
+    """A counters' storage whose server is gone."""
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        raise ConnectionError("connection refused")
+
+
+@pytest.mark.parametrize("mashery", [False, True])
+def test_counters_unreachable_fails_closed(app_factory: AppFactory, mashery: bool) -> None:
+    app, _ = planned_app(app_factory, qps=5, mashery=mashery)
+    with app.app_context():
+        BasicGate.state().policy.plans = PlanCounter(DownStorage())  # type: ignore[arg-type]
+    response = get(app)
+    assert response.status_code == 503
+    assert response.get_json()["errorCode"] == "gate-unavailable"
+    assert response.headers["Retry-After"] == "1"

@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .extension import BasicGate
 from .models import ACTIVE, DISABLED
+from .plans import MAX_LIMIT, parse_quota
 from .store import (
     MAX_KEY_LENGTH,
     STATES,
@@ -58,6 +59,16 @@ _IMPORT_COLUMNS = {
     "package": "package",
     "status": "status",
     "developer email": "owner_email",
+    # The gateway's own names for a key's limits (see "package plans" below),
+    # as it writes them (qpsLimitCeiling) or in snake case.
+    "qpslimitceiling": "qps",
+    "ratelimitceiling": "quota",
+    "qpslimitexempt": "qps_exempt",
+    "ratelimitexempt": "quota_exempt",
+    "qps limit ceiling": "qps",
+    "rate limit ceiling": "quota",
+    "qps limit exempt": "qps_exempt",
+    "rate limit exempt": "quota_exempt",
 }
 _REQUIRED_COLUMNS = ("key", "secret", "package")
 # The longest grace period rotate-secret accepts: ten years, in seconds.
@@ -154,10 +165,15 @@ def init_db() -> None:
 
 @basic_gate_cli.command("create-package")
 @click.argument("name")
-def create_package(name: str) -> None:
-    """Create the package NAME."""
+@click.option("--qps", metavar="N", help="Calls per second (default: unlimited; 0 blocks).")
+@click.option(
+    "--quota", metavar="N/PERIOD", help="Calls per minute, hour, day or month (5000/day)."
+)
+def create_package(name: str, qps: Optional[str], quota: Optional[str]) -> None:
+    """Create the package NAME, with its plan's limits."""
+    limits = _plan_options(qps, quota, allow_none=False)
     with _admin_errors():
-        _writing_store().create_package(name)
+        _writing_store().create_package(name, **limits)
     click.echo(f"package {name!r} created")
 
 
@@ -444,6 +460,108 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+# -- package plans ---------------------------------------------------------------
+#
+# A package's calls per second and quota (the store checks them again); the
+# keys' own limits come from import-keys columns here and update-key options.
+
+
+class _KeyLimits(NamedTuple):
+    """A key's own limits read from an import-keys row."""
+
+    qps: Optional[int] = None
+    quota: Optional[int] = None
+    qps_exempt: bool = False
+    quota_exempt: bool = False
+
+
+_NO_LIMITS = _KeyLimits()
+_NONE = "none"
+_YES = frozenset({"true", "yes", "1", "y"})
+_NO = frozenset({"false", "no", "0", "n", ""})
+
+
+def _count(value: str, what: str) -> int:
+    text = value.strip()
+    if not text.isdigit() or int(text) > MAX_LIMIT:
+        raise ValueError(f"{what} must be a whole number from 0 to {MAX_LIMIT}, not {value!r}")
+    return int(text)
+
+
+def _plan_options(qps: Optional[str], quota: Optional[str], *, allow_none: bool) -> dict[str, Any]:
+    """The store's arguments for --qps and --quota (``none``: unlimited).
+
+    :raises click.ClickException: a bad value, before anything is written.
+    """
+    limits: dict[str, Any] = {}
+    try:
+        if qps is not None:
+            if allow_none and qps.strip().lower() == _NONE:
+                limits["qps"] = None
+            else:
+                limits["qps"] = _count(qps, "--qps")
+        if quota is not None:
+            if allow_none and quota.strip().lower() == _NONE:
+                limits["quota"] = None
+            else:
+                limits["quota"] = parse_quota(quota)
+    except ValueError as exc:
+        hint = " (or 'none' for unlimited)" if allow_none else ""
+        raise click.ClickException(f"{exc}{hint}") from None
+    return limits
+
+
+def _import_limits(line: int, data: dict[str, str]) -> _KeyLimits:
+    try:
+        qps, quota = (
+            _count(data[field], column) if data.get(field) else None
+            for field, column in (("qps", "qpsLimitCeiling"), ("quota", "rateLimitCeiling"))
+        )
+    except ValueError as exc:
+        raise _BadRow(line, str(exc)) from None
+    flags = []
+    for field, column in (("qps_exempt", "qpsLimitExempt"), ("quota_exempt", "rateLimitExempt")):
+        value = data.get(field, "").lower()
+        if value not in _YES and value not in _NO:
+            raise _BadRow(line, f"{column} must be true or false (or empty)")
+        flags.append(value in _YES)
+    return _KeyLimits(qps, quota, flags[0], flags[1])
+
+
+@basic_gate_cli.command("update-package")
+@click.argument("name")
+@click.option("--qps", metavar="N|none", help="Calls per second; 'none' for unlimited.")
+@click.option(
+    "--quota", metavar="N/PERIOD|none", help="Calls per minute, hour, day or month; 'none'."
+)
+def update_package(name: str, qps: Optional[str], quota: Optional[str]) -> None:
+    """Change the plan of the package NAME (the options left out stay)."""
+    if qps is None and quota is None:
+        raise click.ClickException("give --qps, --quota or both")
+    limits = _plan_options(qps, quota, allow_none=True)
+    with _admin_errors():
+        _store().update_package(name, **limits)
+    click.echo(f"package {name!r} updated")
+
+
+@basic_gate_cli.command("list-packages")
+def list_packages() -> None:
+    """List the packages: calls per second, quota, number of keys."""
+    with _admin_errors():
+        packages = _store().list_packages()
+    if not packages:
+        click.echo("no packages")
+        return
+    rows = [("PACKAGE", "QPS", "QUOTA", "KEYS")]
+    for info in packages:
+        quota = "unlimited" if info.quota is None else f"{info.quota}/{info.quota_period}"
+        qps = "unlimited" if info.qps is None else str(info.qps)
+        rows.append((info.name, qps, quota, str(info.keys)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
 # -- import-keys ---------------------------------------------------------------
 #
 # Reading the file is the command's job; checking rows against the database
@@ -462,6 +580,8 @@ class _ImportRow(NamedTuple):
     #: ``active`` or ``disabled``.
     status: str
     owner_email: Optional[str]
+    #: The key's limits (qpsLimitCeiling, rateLimitCeiling, ...).
+    limits: _KeyLimits = _NO_LIMITS
 
     def __repr__(self) -> str:
         # Never show the secret.
@@ -507,7 +627,8 @@ def _read_import_file(stream: TextIO) -> tuple[list[_ImportRow], Optional[_BadRo
     if unknown:
         raise click.ClickException(
             f"line 1: unknown column {unknown[0]!r}; the columns are"
-            " key, secret, package, status, developer email"
+            " key, secret, package, status, developer email, qpsLimitCeiling,"
+            " rateLimitCeiling, qpsLimitExempt, rateLimitExempt"
         )
     missing = [name for name in _REQUIRED_COLUMNS if name not in names]
     if missing:
@@ -516,6 +637,8 @@ def _read_import_file(stream: TextIO) -> tuple[list[_ImportRow], Optional[_BadRo
     if twice:
         raise click.ClickException(f"line 1: the column {twice[0]!r} appears twice")
     fields = [_IMPORT_COLUMNS[name] for name in names]
+    if len(set(fields)) != len(fields):  # two spellings of one limit column
+        raise click.ClickException("line 1: a key limit column appears twice")
 
     rows: list[_ImportRow] = []
     seen: dict[str, int] = {}
@@ -563,7 +686,8 @@ def _import_row(line: int, fields: list[str], values: list[str]) -> _ImportRow:
     email = data.get("owner_email") or None
     if email is not None and len(email) > 255:
         raise _BadRow(line, "a developer email must have at most 255 characters")
-    return _ImportRow(line, key, data["secret"], package, status, email)
+    limits = _import_limits(line, data)
+    return _ImportRow(line, key, data["secret"], package, status, email, limits)
 
 
 def _read_file(file: str) -> tuple[list[_ImportRow], Optional[_BadRow]]:
@@ -599,7 +723,10 @@ def import_keys(file: str, create_packages: bool) -> None:
     store = _writing_store()
     rows, bad = _read_file(file)
     keys = [
-        KeyImport(row.key, row.secret, row.package, row.status, row.owner_email) for row in rows
+        KeyImport(
+            row.key, row.secret, row.package, row.status, row.owner_email, **row.limits._asdict()
+        )
+        for row in rows
     ]
     with _admin_errors():
         try:

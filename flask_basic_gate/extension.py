@@ -31,6 +31,7 @@ from .cache import VerificationCache
 from .errors import GateError
 from .identity import ANONYMOUS, AnonymousKey, KeyIdentity
 from .models import get_models
+from .plans import take_usage
 from .policy import GatePolicy
 from .routing import EXEMPT, MARK, Requirement, Routes, packages_of
 from .signals import request_authenticated, request_rejected
@@ -143,6 +144,8 @@ class BasicGate:
         state = GateState(self, policy, store, cache, settings)
         app.extensions[EXTENSION_NAME] = state
         app.before_request(self._make_guard(app, state))
+        if settings.rate_limit_headers:
+            app.after_request(_rate_limit_headers(settings.mashery_mode))
 
         from .cli import basic_gate_cli
 
@@ -449,6 +452,22 @@ def _handled_by_app(app: Flask, error: GateError, blueprints: Iterable[str]) -> 
         if handlers and any(cls in handlers for cls in classes):
             return True
     return False
+
+
+def _rate_limit_headers(mashery: bool) -> Callable[[Any], Any]:
+    """The ``after_request`` hook of ``BASIC_GATE_RATE_LIMIT_HEADERS``: the
+    plan's fields on every response to a request the gate admitted."""
+
+    def basic_gate_rate_limit_headers(response: Any) -> Any:
+        if request.environ.get(ENVIRON_KEY) is not None:
+            found = take_usage()
+            if found is not None:
+                usage, now = found
+                for name, value in usage.headers(now, mashery=mashery):
+                    response.headers.setdefault(name, value)
+        return response
+
+    return basic_gate_rate_limit_headers
 
 
 def _log(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
+from .records import Plan
+
 __all__ = ["ANONYMOUS", "AnonymousKey", "KeyIdentity"]
 
 
@@ -26,6 +28,10 @@ class KeyIdentity(NamedTuple):
     owner_email: Optional[str]
     #: Database id of the key row.
     key_id: int
+    #: The key's effective limits (package plan and key overrides), or
+    #: ``None`` when unlimited; kept here so a cached success is limited
+    #: without a lookup.
+    plan: Optional[Plan] = None
 
     def __str__(self) -> str:
         return self.key
@@ -47,6 +53,7 @@ class AnonymousKey:
     owner_name: None = None
     owner_email: None = None
     key_id: None = None
+    plan: None = None
 
     def __bool__(self) -> bool:
         return False

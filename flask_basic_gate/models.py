@@ -8,7 +8,9 @@ metadata where ``db.create_all()``, Flask-Migrate and Alembic see them.
 Tables (all prefixed ``basic_gate_``):
 
 ``basic_gate_package``
-    A package of the API (``members``, ``partners``, ...).
+    A package of the API (``members``, ``partners``, ...), with its plan:
+    calls per second and a quota per minute, hour, day or month (empty
+    means unlimited).
 ``basic_gate_key``
     A package key (the client id of Basic auth), unique and compared
     case-sensitively on every backend, with its status, validity window and
@@ -25,7 +27,7 @@ import threading
 import weakref
 from typing import Any, NamedTuple, Optional
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
@@ -70,6 +72,12 @@ class PackageMixin:
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(_KEY_STRING, unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_utcnow)
+    #: Calls per second; ``NULL`` is unlimited, 0 blocks every call.
+    qps: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    #: Calls per ``quota_period``; ``NULL`` is unlimited, 0 blocks every call.
+    quota: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    #: ``minute``, ``hour``, ``day`` or ``month``: calendar windows in UTC.
+    quota_period: Mapped[Optional[str]] = mapped_column(String(8), nullable=True)
 
     def __repr__(self) -> str:
         return f"<Package {self.name!r}>"
@@ -89,6 +97,14 @@ class PackageKeyMixin:
     owner_name: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)
     owner_email: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=_utcnow)
+    #: The key's own calls per second, instead of its package's (``NULL``: the package's).
+    qps: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    #: The key's own quota, in its package's period (``NULL``: the package's).
+    quota: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    #: No calls-per-second limit for this key (``NULL`` means false).
+    qps_exempt: Mapped[Optional[bool]] = mapped_column(Boolean, nullable=True)
+    #: No quota for this key (``NULL`` means false).
+    quota_exempt: Mapped[Optional[bool]] = mapped_column(Boolean, nullable=True)
 
     @declared_attr
     def package_id(cls) -> Mapped[int]:

@@ -52,6 +52,8 @@ from .errors import (
     INVALID_CREDENTIALS,
     KEY_INACTIVE,
     PACKAGE_NOT_AUTHORIZED,
+    QUOTA_EXCEEDED,
+    RATE_LIMIT_EXCEEDED,
     TOO_MANY_FAILURES,
     GateError,
     StoreUnavailable,
@@ -67,6 +69,7 @@ from .header import (
 )
 from .identity import KeyIdentity
 from .models import ACTIVE
+from .plans import OVER_QPS, PlanCounter, current_usage
 from .records import KeyRecord
 from .routing import REQUIRED, Requirement
 from .store import KeyLookup, KeyStore
@@ -124,6 +127,12 @@ class GatePolicy:
         self.kdf_budget: Optional[KdfBudget] = (
             KdfBudget(settings.kdf_budget) if settings.kdf_budget is not None else None
         )
+        #: Calls per second and quotas of the keys' plans, counted on the
+        #: same storage as the throttle (made at the first counted call when
+        #: neither is given). Its ``clock`` is used only when it is not told
+        #: the time; the policy always tells it.
+        self.plans = PlanCounter(counters, redis_url=settings.redis_url)
+        self._headers = settings.rate_limit_headers
         self._ttl = settings.cache_ttl
         store.on_change.append(cache.evict_key)
 
@@ -204,7 +213,12 @@ class GatePolicy:
         if not self.is_active(record, now):
             raise self.failure(KEY_INACTIVE, key, record.package)
         identity = KeyIdentity(
-            record.key, record.package, record.owner_name, record.owner_email, record.id
+            record.key,
+            record.package,
+            record.owner_name,
+            record.owner_email,
+            record.id,
+            record.plan,
         )
         if digest is not None and is_canonical(header or ""):
             # Never past the secret's or the key's own expiry.
@@ -216,11 +230,38 @@ class GatePolicy:
         """Steps 5 and 6 for a verified, active key: the route's packages and
         the plan. Runs for cached successes too.
 
-        :raises GateError: ``package-not-authorized`` (or a plan's refusal).
+        :raises GateError: ``package-not-authorized``, ``rate-limit-exceeded``
+            or ``quota-exceeded``.
         """
         packages = requirement.packages
         if packages is not None and identity.package not in packages:
             raise self.failure(PACKAGE_NOT_AUTHORIZED, identity.key, identity.package)
+        plan = identity.plan
+        if plan is None:
+            if self._headers:
+                current_usage.set(None)
+            return identity
+        headers = self._headers
+        # 6. Counted last, so a refused login or route never uses up quota.
+        try:
+            usage = self.plans.count(identity.key, plan, now)
+        except StoreUnavailable as exc:
+            raise self.failure(
+                GATE_UNAVAILABLE, identity.key, identity.package, retry_after=exc.retry_after
+            ) from None
+        if usage.over is not None:
+            error = self.failure(
+                RATE_LIMIT_EXCEEDED if usage.over == OVER_QPS else QUOTA_EXCEEDED,
+                identity.key,
+                identity.package,
+                retry_after=usage.retry_after(now),
+            )
+            if headers:
+                # The gateway sends its rate-limit fields on throttled 403s too.
+                error.extra_headers += usage.headers(now, mashery=self.settings.mashery_mode)
+            raise error
+        if headers:
+            current_usage.set((usage, now))
         return identity
 
     def verify(self, record: KeyRecord, secret: str, now: float) -> Optional[float]:

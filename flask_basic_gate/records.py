@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-__all__ = ["KeyRecord", "SecretRecord"]
+__all__ = ["KeyRecord", "Plan", "SecretRecord", "effective_plan"]
+
+#: Quota periods, calendar windows in UTC.
+PERIODS = ("minute", "hour", "day", "month")
+#: The period of a key's own quota when its package has none (the gateway
+#: gives a key's quota its plan's period; a day is its usual one).
+DEFAULT_PERIOD = "day"
 
 
 class SecretRecord(NamedTuple):
@@ -19,6 +25,55 @@ class SecretRecord(NamedTuple):
     value: str
     #: POSIX time after which the secret no longer works, or ``None``.
     expires: Optional[float]
+
+
+class Plan(NamedTuple):
+    """The limits that apply to one key: its package's, with the key's own
+    overrides and exemptions applied. ``None`` means unlimited, ``0`` blocks
+    every call.
+
+    .. versionadded:: 0.1
+    """
+
+    #: Calls per second, or ``None``.
+    qps: Optional[int]
+    #: Calls per :attr:`period`, or ``None``.
+    quota: Optional[int]
+    #: ``minute``, ``hour``, ``day`` or ``month`` (calendar windows in UTC).
+    period: str = DEFAULT_PERIOD
+    #: The key's own QPS ceiling applies (not its package's).
+    qps_override: bool = False
+    #: The key's own quota applies (not its package's).
+    quota_override: bool = False
+
+
+def effective_plan(
+    package_qps: Optional[int],
+    package_quota: Optional[int],
+    period: Optional[str],
+    key_qps: Optional[int],
+    key_quota: Optional[int],
+    qps_exempt: Optional[bool],
+    quota_exempt: Optional[bool],
+) -> Optional[Plan]:
+    """The plan of a key from its package's columns and its own, or ``None``
+    when nothing limits it (so the request path tests one ``None``).
+
+    A key's override always applies (the gateway's per-plan
+    ``...KeyOverrideAllowed`` switch is not modelled); an exemption wins
+    over both.
+    """
+    qps = None if qps_exempt else key_qps if key_qps is not None else package_qps
+    quota = None if quota_exempt else key_quota if key_quota is not None else package_quota
+    if qps is None and quota is None:
+        return None
+    return Plan(
+        qps,
+        quota,
+        period or DEFAULT_PERIOD,
+        qps is not None and key_qps is not None,
+        quota is not None and key_quota is not None,
+    )
 
 
 class KeyRecord(NamedTuple):
@@ -34,3 +89,5 @@ class KeyRecord(NamedTuple):
     owner_name: Optional[str]
     owner_email: Optional[str]
     secrets: tuple[SecretRecord, ...]
+    #: The key's effective limits, or ``None`` when unlimited.
+    plan: Optional[Plan] = None

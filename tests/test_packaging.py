@@ -167,12 +167,17 @@ def _check_calls(folder: Path) -> None:
 # -- the example migration matches the models ---------------------------------
 
 
-def _migration() -> Any:
-    path = DOCS / "migrations" / "0001_basic_gate.py"
-    source = path.read_text(encoding="utf-8")
-    namespace: dict[str, Any] = {"__name__": "migration_0001"}
-    exec(compile(source, str(path), "exec"), namespace)
-    return namespace
+def _migrations() -> list[Any]:
+    """The example migrations, oldest first (each revises the one before)."""
+    found = []
+    for path in sorted((DOCS / "migrations").glob("[0-9]*.py")):
+        source = path.read_text(encoding="utf-8")
+        namespace: dict[str, Any] = {"__name__": f"migration_{path.stem}"}
+        exec(compile(source, str(path), "exec"), namespace)
+        found.append(namespace)
+    for older, newer in zip(found, found[1:]):
+        assert newer["down_revision"] == older["revision"]
+    return found
 
 
 @needs_docs
@@ -186,7 +191,7 @@ def test_example_migration_matches_the_models(database_url: str) -> None:
     app.config.update(SQLALCHEMY_DATABASE_URI=database_url, BASIC_GATE_HASH_METHOD="pbkdf2")
     db = SQLAlchemy(app)
     BasicGate(app, db)
-    migration = _migration()
+    migrations = _migrations()
     tables = {"basic_gate_package", "basic_gate_key", "basic_gate_secret"}
     with app.app_context():
         db.drop_all()
@@ -195,7 +200,8 @@ def test_example_migration_matches_the_models(database_url: str) -> None:
             with engine.begin() as conn:
                 context = MigrationContext.configure(conn, opts={"compare_type": True})
                 with Operations.context(context):
-                    migration["upgrade"]()
+                    for migration in migrations:
+                        migration["upgrade"]()
             with engine.connect() as conn:
                 context = MigrationContext.configure(conn, opts={"compare_type": True})
                 assert compare_metadata(context, db.metadata) == []
@@ -205,7 +211,8 @@ def test_example_migration_matches_the_models(database_url: str) -> None:
             with engine.begin() as conn:
                 context = MigrationContext.configure(conn)
                 with Operations.context(context):
-                    migration["downgrade"]()
+                    for migration in reversed(migrations):
+                        migration["downgrade"]()
             assert tables.isdisjoint(inspect(engine).get_table_names())
         finally:
             db.drop_all()

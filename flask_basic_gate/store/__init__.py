@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..records import KeyRecord, SecretRecord
 from .admin import (
     STATES,
+    UNCHANGED,
     UNSET,
     AdminError,
     ImportRowError,
@@ -16,6 +17,7 @@ from .admin import (
     KeyInfo,
     KeyStore,
     NewSecret,
+    PackageInfo,
     key_state,
     utc_naive,
 )
@@ -33,7 +35,9 @@ __all__ = [
     "KeyRecord",
     "KeyStore",
     "NewSecret",
+    "PackageInfo",
     "SecretRecord",
     "key_state",
+    "UNCHANGED",
     "utc_naive",
 ]

@@ -15,14 +15,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Callable, NamedTuple, Optional, Union
 
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..hashing import StoredSecret, generate_secret, hash_secret
 from ..models import ACTIVE, DISABLED, Models
-from ..records import KeyRecord
+from ..plans import check_limit, parse_quota
+from ..records import PERIODS, KeyRecord
 from .lookup import MAX_KEY_LENGTH, KeyLookup
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "STATES",
     "UNSET",
     "key_state",
+    "PackageInfo",
+    "UNCHANGED",
     "utc_naive",
 ]
 
@@ -82,6 +85,36 @@ class KeyInfo(NamedTuple):
     secret_expiries: tuple[Optional[dt.datetime], ...] = ()
 
 
+class _Unchanged:
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+#: Leaves a limit as it is, in :meth:`KeyStore.update_package` and
+#: :meth:`KeyStore.set_key_limits` (``None`` means unlimited there).
+UNCHANGED: Any = _Unchanged()
+
+#: A quota: ``"5000/day"``, or ``(5000, "day")``.
+Quota = Union[str, tuple[int, str]]
+
+
+class PackageInfo(NamedTuple):
+    """A package as listed by :meth:`KeyStore.list_packages`.
+
+    .. versionadded:: 0.1
+    """
+
+    name: str
+    #: Calls per second, or ``None`` for unlimited.
+    qps: Optional[int]
+    #: Calls per :attr:`quota_period`, or ``None`` for unlimited.
+    quota: Optional[int]
+    quota_period: Optional[str]
+    #: How many keys the package holds.
+    keys: int
+    created_at: dt.datetime
+
+
 @dataclasses.dataclass(frozen=True)
 class KeyImport:
     """One key to load with :meth:`KeyStore.import_keys`.
@@ -96,6 +129,14 @@ class KeyImport:
     status: str = ACTIVE
     owner_email: Optional[str] = None
     owner_name: Optional[str] = None
+    #: The gateway's ``qpsLimitCeiling``: the key's own calls per second.
+    qps: Optional[int] = None
+    #: The gateway's ``rateLimitCeiling``: the key's own quota (package's period).
+    quota: Optional[int] = None
+    #: The gateway's ``qpsLimitExempt``.
+    qps_exempt: bool = False
+    #: The gateway's ``rateLimitExempt``.
+    quota_exempt: bool = False
 
 
 class ImportRowError(AdminError):
@@ -267,14 +308,21 @@ class KeyStore:
         tables[0].metadata.create_all(self.engine, tables=tables)
         return [table.name for table in tables if table.name not in existing]
 
-    def create_package(self, name: str) -> None:
+    def create_package(
+        self, name: str, *, qps: Optional[int] = None, quota: Optional[Quota] = None
+    ) -> None:
         """Create a package.
 
-        :raises AdminError: when the name is empty or taken.
+        :param qps: its plan's calls per second (``None``: unlimited; 0
+            blocks every call).
+        :param quota: its plan's quota, ``"5000/day"`` or ``(5000, "day")``,
+            per ``minute``, ``hour``, ``day`` or ``month`` (``None``: unlimited).
+        :raises AdminError: when the name is empty or taken, or a limit is bad.
         """
+        limits = _package_limits(qps, quota)
         _check_name(name)
         with self._writing(f"package {name!r} exists already") as session:
-            session.add(self.models.Package(name=name))
+            session.add(self.models.Package(name=name, **limits))
 
     def create_key(
         self,
@@ -470,6 +518,12 @@ class KeyStore:
                 raise ImportRowError(index, f"key {row.key!r} has no secret")
             if row.status not in (ACTIVE, DISABLED):
                 raise ImportRowError(index, f"the status must be {ACTIVE!r} or {DISABLED!r}")
+            try:
+                for value, what in ((row.qps, "qpsLimitCeiling"), (row.quota, "rateLimitCeiling")):
+                    if value is not None:
+                        check_limit(value, what)
+            except ValueError as exc:
+                raise ImportRowError(index, str(exc)) from None
             if row.key in seen:
                 raise ImportRowError(index, f"key {row.key!r} appears twice")
             seen[row.key] = index
@@ -515,10 +569,101 @@ class KeyStore:
                     status=row.status,
                     owner_email=row.owner_email,
                     owner_name=row.owner_name,
+                    qps=row.qps,
+                    quota=row.quota,
+                    qps_exempt=row.qps_exempt or None,
+                    quota_exempt=row.quota_exempt or None,
                 )
                 record.secrets.append(m.KeySecret(method=secret.method, value=secret.value))
                 session.add(record)
         return created
+
+    # -- package plans and key limits -----------------------------------
+
+    def update_package(self, name: str, *, qps: Any = UNCHANGED, quota: Any = UNCHANGED) -> None:
+        """Change a package's plan; every key of it is told (caches drop them).
+
+        :param qps: calls per second, ``None`` for unlimited, 0 to block.
+        :param quota: ``"5000/day"`` or ``(5000, "day")``, ``None`` for
+            unlimited. Counts made in the current window are kept.
+        :raises AdminError: unknown package, bad value; nothing was written.
+
+        .. versionadded:: 0.1
+        """
+        changes = _package_limits(
+            None if qps is UNCHANGED else qps, None if quota is UNCHANGED else quota
+        )
+        if qps is UNCHANGED:
+            del changes["qps"]
+        if quota is UNCHANGED:
+            del changes["quota"], changes["quota_period"]
+        m = self.models
+        with self._writing() as session:
+            package = self._package(session, name)
+            for column, value in changes.items():
+                setattr(package, column, value)
+            keys = list(
+                session.scalars(
+                    select(m.PackageKey.key).where(m.PackageKey.package_id == package.id)
+                )
+            )
+        for key in keys:
+            self._changed(key)
+
+    def list_packages(self) -> list[PackageInfo]:
+        """Every package with its plan and its number of keys.
+
+        .. versionadded:: 0.1
+        """
+        m = self.models
+        count = (
+            select(func.count(m.PackageKey.id))
+            .where(m.PackageKey.package_id == m.Package.id)
+            .scalar_subquery()
+        )
+        with self._session() as session:
+            return [
+                PackageInfo(p.name, p.qps, p.quota, p.quota_period, n, p.created_at)
+                for p, n in session.execute(select(m.Package, count).order_by(m.Package.name))
+            ]
+
+    def set_key_limits(
+        self,
+        key: str,
+        *,
+        qps: Any = UNCHANGED,
+        quota: Any = UNCHANGED,
+        qps_exempt: Any = UNCHANGED,
+        quota_exempt: Any = UNCHANGED,
+    ) -> None:
+        """Override a key's plan (the gateway's ``qpsLimitCeiling``,
+        ``rateLimitCeiling``, ``qpsLimitExempt`` and ``rateLimitExempt``).
+
+        :param qps: the key's own calls per second; ``None`` goes back to
+            the package's.
+        :param quota: the key's own quota, in its package's period (a day
+            when the package has none); ``None`` goes back to the package's.
+        :param qps_exempt: no calls-per-second limit for the key.
+        :param quota_exempt: no quota for the key.
+        :raises AdminError: unknown key, bad value; nothing was written.
+
+        .. versionadded:: 0.1
+        """
+        changes: dict[str, Any] = {}
+        for column, value in (("qps", qps), ("quota", quota)):
+            if value is not UNCHANGED:
+                changes[column] = None if value is None else _limit(value, column)
+        for column, value in (("qps_exempt", qps_exempt), ("quota_exempt", quota_exempt)):
+            if value is not UNCHANGED:
+                if not isinstance(value, bool):
+                    raise AdminError(f"{column} must be True or False, not {value!r}")
+                # NULL and false mean the same; false is kept as NULL.
+                changes[column] = value or None
+        with self._writing() as session:
+            record = self._key(session, key)
+            for column, value in changes.items():
+                setattr(record, column, value)
+        self._changed(key)
 
     # -- helpers ---------------------------------------------------------
 
@@ -603,6 +748,35 @@ _CHUNK = 500
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
+
+
+def _limit(value: object, what: str) -> int:
+    try:
+        return check_limit(value, what)
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
+
+
+def _package_limits(qps: Optional[int], quota: Optional[Quota]) -> dict[str, Any]:
+    """The package columns of a plan, checked."""
+    limits: dict[str, Any] = {
+        "qps": None if qps is None else _limit(qps, "qps"),
+        "quota": None,
+        "quota_period": None,
+    }
+    if quota is not None:
+        try:
+            count, period = parse_quota(quota) if isinstance(quota, str) else quota
+        except ValueError as exc:
+            raise AdminError(str(exc)) from None
+        except TypeError:
+            raise AdminError(f"a quota is 'N/PERIOD' or (N, PERIOD), not {quota!r}") from None
+        if period not in PERIODS:
+            raise AdminError(
+                f"the quota period must be one of {', '.join(PERIODS)}, not {period!r}"
+            )
+        limits["quota"], limits["quota_period"] = _limit(count, "the quota"), period
+    return limits
 
 
 def _check_name(name: str) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from ..config import Settings
 from ..errors import StoreUnavailable
 from ..models import Models
-from ..records import KeyRecord, SecretRecord
+from ..records import KeyRecord, SecretRecord, effective_plan
 
 __all__ = ["MAX_KEY_LENGTH", "KeyLookup"]
 
@@ -72,6 +72,13 @@ class KeyLookup:
                 secret_t.c.method,
                 secret_t.c.value,
                 secret_t.c.expires_at,
+                package_t.c.qps,
+                package_t.c.quota,
+                package_t.c.quota_period,
+                key_t.c.qps,
+                key_t.c.quota,
+                key_t.c.qps_exempt,
+                key_t.c.quota_exempt,
             )
             .select_from(
                 key_t.join(package_t, package_t.c.id == key_t.c.package_id).outerjoin(
@@ -130,6 +137,7 @@ class KeyLookup:
             owner_name=first[6],
             owner_email=first[7],
             secrets=secrets,
+            plan=effective_plan(*first[12:19]),
         )
 
     def _fetch(self, key: str, *, retry: bool = True) -> list[Any]:

@@ -19,7 +19,7 @@ from werkzeug.test import TestResponse
 from flask_basic_gate import AdminError, BasicGate
 from flask_basic_gate.plans import PlanCounter, gateway_date, parse_quota, window
 from flask_basic_gate.records import Plan, effective_plan
-from flask_basic_gate.store import UNCHANGED, KeyImport
+from flask_basic_gate.store import UNSET, KeyImport
 from flask_basic_gate.testing import basic_auth_headers
 
 from .conftest import AppFactory, QueryCounter
@@ -354,7 +354,7 @@ def test_key_limits_override_and_exempt(app_factory: AppFactory) -> None:
     store.set_key_limits("k1", qps=None, qps_exempt=False, quota_exempt=False)
     clock.now += 1
     assert get(app).headers["X-Mashery-Error-Code"] == "ERR_403_DEVELOPER_OVER_RATE"
-    store.set_key_limits("k1", quota=10, qps=UNCHANGED)
+    store.set_key_limits("k1", quota=10, qps=UNSET)
     clock.now += 1
     response = get(app)
     assert response.status_code == 200

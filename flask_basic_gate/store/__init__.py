@@ -9,7 +9,6 @@ from __future__ import annotations
 from ..records import KeyRecord, SecretRecord
 from .admin import (
     STATES,
-    UNCHANGED,
     UNSET,
     AdminError,
     ImportRowError,
@@ -38,6 +37,5 @@ __all__ = [
     "PackageInfo",
     "SecretRecord",
     "key_state",
-    "UNCHANGED",
     "utc_naive",
 ]

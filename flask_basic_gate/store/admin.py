@@ -37,7 +37,6 @@ __all__ = [
     "UNSET",
     "key_state",
     "PackageInfo",
-    "UNCHANGED",
     "utc_naive",
 ]
 
@@ -51,7 +50,9 @@ class _Unset(enum.Enum):
     UNSET = "unset"
 
 
-#: The default of :meth:`KeyStore.update_key`'s arguments: leave the field as it is.
+#: The default of the update methods' arguments (:meth:`KeyStore.update_key`,
+#: :meth:`KeyStore.update_package`, :meth:`KeyStore.set_key_limits`): leave the
+#: field as it is (``None`` clears it, or makes a limit unlimited).
 UNSET = _Unset.UNSET
 
 
@@ -84,15 +85,6 @@ class KeyInfo(NamedTuple):
     #: The expiry of each secret that works now (``None``: never), oldest first.
     secret_expiries: tuple[Optional[dt.datetime], ...] = ()
 
-
-class _Unchanged:
-    def __repr__(self) -> str:
-        return "UNCHANGED"
-
-
-#: Leaves a limit as it is, in :meth:`KeyStore.update_package` and
-#: :meth:`KeyStore.set_key_limits` (``None`` means unlimited there).
-UNCHANGED: Any = _Unchanged()
 
 #: A quota: ``"5000/day"``, or ``(5000, "day")``.
 Quota = Union[str, tuple[int, str]]
@@ -580,7 +572,7 @@ class KeyStore:
 
     # -- package plans and key limits -----------------------------------
 
-    def update_package(self, name: str, *, qps: Any = UNCHANGED, quota: Any = UNCHANGED) -> None:
+    def update_package(self, name: str, *, qps: Any = UNSET, quota: Any = UNSET) -> None:
         """Change a package's plan; every key of it is told (caches drop them).
 
         :param qps: calls per second, ``None`` for unlimited, 0 to block.
@@ -591,11 +583,11 @@ class KeyStore:
         .. versionadded:: 0.1
         """
         changes = _package_limits(
-            None if qps is UNCHANGED else qps, None if quota is UNCHANGED else quota
+            None if qps is UNSET else qps, None if quota is UNSET else quota
         )
-        if qps is UNCHANGED:
+        if qps is UNSET:
             del changes["qps"]
-        if quota is UNCHANGED:
+        if quota is UNSET:
             del changes["quota"], changes["quota_period"]
         m = self.models
         with self._writing() as session:
@@ -631,10 +623,10 @@ class KeyStore:
         self,
         key: str,
         *,
-        qps: Any = UNCHANGED,
-        quota: Any = UNCHANGED,
-        qps_exempt: Any = UNCHANGED,
-        quota_exempt: Any = UNCHANGED,
+        qps: Any = UNSET,
+        quota: Any = UNSET,
+        qps_exempt: Any = UNSET,
+        quota_exempt: Any = UNSET,
     ) -> None:
         """Override a key's plan (the gateway's ``qpsLimitCeiling``,
         ``rateLimitCeiling``, ``qpsLimitExempt`` and ``rateLimitExempt``).
@@ -651,10 +643,10 @@ class KeyStore:
         """
         changes: dict[str, Any] = {}
         for column, value in (("qps", qps), ("quota", quota)):
-            if value is not UNCHANGED:
+            if value is not UNSET:
                 changes[column] = None if value is None else _limit(value, column)
         for column, value in (("qps_exempt", qps_exempt), ("quota_exempt", quota_exempt)):
-            if value is not UNCHANGED:
+            if value is not UNSET:
                 if not isinstance(value, bool):
                     raise AdminError(f"{column} must be True or False, not {value!r}")
                 # NULL and false mean the same; false is kept as NULL.

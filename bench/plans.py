@@ -3,10 +3,9 @@
 ``python -m bench.plans [--redis URL] [--rounds N] [--calls N]`` serves the
 member route in-process with a cached key and counts, per request, the
 round trips to the counters' storage (``incr`` calls, or one per pipeline)
-and the median time per request, for: no plan, QPS only, QPS and quota on
-the default :meth:`~flask_basic_gate.plans.PlanCounter.incr_many`, and (on
-Redis) QPS and quota with a pipelined ``incr_many``, the seam the plan
-counter leaves to a Redis deployment.
+and the median time per request, for: no plan, QPS only, and QPS and quota
+(one pipeline on Redis), beside a bare redis-py ``PING`` round trip when a
+Redis URL is given (the floor).
 
 Wrap a run in ``flock /tmp/bench.lock``.
 """
@@ -18,7 +17,6 @@ import gc
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,34 +32,43 @@ _QUOTA = "2000000000/month"
 
 
 class _Counted:
-    """Counts the round trips made to a storage (each ``incr``)."""
+    """A storage that counts the round trips made through it: each ``incr``,
+    and each executed pipeline."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.trips = 0
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         self.trips += 1
         return int(self.inner.incr(key, expiry, amount=amount))
 
+    def get_connection(self, readonly: bool = False) -> Any:
+        counted, client = self, self.inner.get_connection()
 
-class _Pipelined(PlanCounter):
-    """incr_many as one Redis pipeline of limits' own incr-and-expire script."""
+        class _Client:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(client, name)
 
-    def incr_many(self, counters: Sequence[tuple[str, int]]) -> list[int]:
-        counted: Any = self.storage
-        redis_storage = counted.inner
-        counted.trips += 1
-        pipe = redis_storage.get_connection().pipeline(transaction=False)
-        for name, expiry in counters:
-            redis_storage.lua_incr_expire(
-                [redis_storage.prefixed_key(name)], [expiry, 1], client=pipe
-            )
-        return [int(count) for count in pipe.execute()]
+            def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+                pipe = client.pipeline(*args, **kwargs)
+                execute = pipe.execute
+
+                def counted_execute(*a: Any, **k: Any) -> Any:
+                    counted.trips += 1
+                    return execute(*a, **k)
+
+                pipe.execute = counted_execute
+                return pipe
+
+        return _Client()
 
 
 def _case(
-    workdir: Path, name: str, redis: Optional[str], plan: dict[str, Any], pipelined: bool
+    workdir: Path, name: str, redis: Optional[str], plan: dict[str, Any]
 ) -> tuple[Any, dict[str, Any], _Counted]:
     from flask_basic_gate.throttle import make_storage
 
@@ -72,8 +79,7 @@ def _case(
             gate.store.update_package(PACKAGE, **plan)
         policy = BasicGate.state().policy
     counted = _Counted(make_storage(redis))
-    factory = _Pipelined if pipelined else PlanCounter
-    policy.plans = factory(counted)  # type: ignore[arg-type]
+    policy.plans = PlanCounter(counted)  # type: ignore[arg-type]
     environ = make_environ(basic_authorization(new.key, new.secret))
     check(app, environ, name)  # warms the cache
     return app, environ, counted
@@ -85,19 +91,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args(argv)
-    cases: list[tuple[str, dict[str, Any], bool]] = [
-        ("no plan", {}, False),
-        ("qps only", {"qps": _QPS}, False),
-        ("qps+quota", {"qps": _QPS, "quota": _QUOTA}, False),
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("no plan", {}),
+        ("qps only", {"qps": _QPS}),
+        ("qps+quota", {"qps": _QPS, "quota": _QUOTA}),
     ]
-    if args.redis:
-        cases.append(("qps+quota pipelined", {"qps": _QPS, "quota": _QUOTA}, True))
     storage = args.redis or "memory://"
     print(f"counters on {storage}; {args.rounds} rounds of {args.calls} warm calls per case")
     with tempfile.TemporaryDirectory() as tmp:
         built = [
-            (name, *_case(Path(tmp), f"plans{i}", args.redis, plan, pipe))
-            for i, (name, plan, pipe) in enumerate(cases)
+            (name, *_case(Path(tmp), f"plans{i}", args.redis, plan))
+            for i, (name, plan) in enumerate(cases)
         ]
         times: dict[str, list[float]] = {name: [] for name, *_ in built}
         trips: dict[str, float] = {}
@@ -120,7 +124,25 @@ def main(argv: Optional[list[str]] = None) -> int:
         for name, *_ in built:
             median = statistics.median(times[name]) * 1e6
             print(f"{name:22} {trips[name]:.2f} round trips/request  {median:8.1f} us/request")
+    if args.redis:
+        print(f"{'redis-py PING (floor)':22} 1.00 round trips/request  {_ping(args.redis):8.1f} us")
     return 0
+
+
+def _ping(url: str, calls: int = 2000) -> float:
+    """The median µs of a bare redis-py round trip, over 5 rounds."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.ping()
+    rounds = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(calls):
+            client.ping()
+        rounds.append((time.perf_counter() - started) / calls)
+    client.close()
+    return statistics.median(rounds) * 1e6
 
 
 if __name__ == "__main__":

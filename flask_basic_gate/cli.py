@@ -36,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .extension import BasicGate
 from .models import ACTIVE, DISABLED
 from .plans import MAX_LIMIT, parse_quota
+from .records import DEFAULT_PERIOD
 from .store import (
     MAX_KEY_LENGTH,
     STATES,
@@ -282,7 +283,19 @@ def rotate_secret(key: str, secret: Optional[str], grace: float) -> None:
     "--owner", metavar="NAME", help="Name of the developer or application ('' clears it)."
 )
 @click.option("--developer", metavar="EMAIL", help="Email of the developer ('' clears it).")
-def update_key(key: str, **options: Optional[str]) -> None:
+@click.option(
+    "--qps", metavar="N|none", help="The key's own calls per second; 'none': its package's."
+)
+@click.option(
+    "--quota",
+    metavar="N[/PERIOD]|none",
+    help="The key's own quota, in its package's period; 'none': its package's.",
+)
+@click.option(
+    "--qps-exempt/--no-qps-exempt", default=None, help="No calls-per-second limit for the key."
+)
+@click.option("--quota-exempt/--no-quota-exempt", default=None, help="No quota for the key.")
+def update_key(key: str, **options: Any) -> None:
     """Change some of KEY's fields; the others stay as they are.
 
     Prints what changed and the key's state afterwards. Like disable-key,
@@ -296,13 +309,67 @@ def update_key(key: str, **options: Optional[str]) -> None:
             fields, description = parse(value)
             changes.update(fields)
             said.append(description)
-    if not changes:
+    # Every value is checked before anything is written.
+    limits = _key_limit_options(options["qps"], options["quota"])
+    for flag in ("qps_exempt", "quota_exempt"):
+        if options[flag] is not None:
+            limits[flag] = options[flag]
+    said.extend(_describe_limits(limits))
+    if not changes and not limits:
         raise click.UsageError(
             "nothing to change: give at least one of " + ", ".join(_UPDATE_OPTIONS)
         )
     with _admin_errors():
-        info = _writing_store().update_key(key, **changes)
+        store = _writing_store()
+        if limits:
+            _check_quota_period(store, key, options["quota"])
+            store.set_key_limits(key, **limits)
+        info = store.update_key(key, **changes) if changes else store.show_key(key)
     click.echo(f"key {key!r} updated: {', '.join(said)}; state {info.state}")
+
+
+def _key_limit_options(qps: Optional[str], quota: Optional[str]) -> dict[str, Any]:
+    # A key's quota counts in its package's period: N, or N/PERIOD naming it.
+    limits = _plan_options(qps, None, allow_none=True)
+    if quota is not None:
+        text = quota.strip()
+        if text.lower() == _NONE:
+            limits["quota"] = None
+        else:
+            count, slash, _ = text.partition("/")
+            if slash:
+                _plan_options(None, text, allow_none=False)  # a well-formed N/PERIOD
+            try:
+                limits["quota"] = _count(count, "--quota")
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
+    return limits
+
+
+def _check_quota_period(store: KeyStore, key: str, quota: Optional[str]) -> None:
+    if quota is None or "/" not in quota:
+        return
+    period = quota.partition("/")[2].strip().lower()
+    package = store.show_key(key).package
+    found = next(info for info in store.list_packages() if info.name == package)
+    expected = found.quota_period or DEFAULT_PERIOD
+    if period != expected:
+        raise click.ClickException(
+            f"--quota {quota!r}: a key's quota counts in its package's period,"
+            f" which is {expected} for {package!r}; give {quota.partition('/')[0]}/{expected}"
+        )
+
+
+def _describe_limits(limits: dict[str, Any]) -> list[str]:
+    said = []
+    for name in ("qps", "quota"):
+        if name in limits:
+            value = limits[name]
+            said.append(f"{name} {'of the package' if value is None else value}")
+    for name in ("qps_exempt", "quota_exempt"):
+        if name in limits:
+            said.append(f"{name.replace('_', '-')} {'on' if limits[name] else 'off'}")
+    return said
 
 
 def _update_not_before(value: str) -> tuple[dict[str, Any], str]:
@@ -336,7 +403,13 @@ _UPDATES: dict[str, Callable[[str], tuple[dict[str, Any], str]]] = {
     "owner": _update_owner,
     "developer": _update_developer,
 }
-_UPDATE_OPTIONS = [f"--{name.replace('_', '-')}" for name in _UPDATES]
+_UPDATE_OPTIONS = [
+    *(f"--{name.replace('_', '-')}" for name in _UPDATES),
+    "--qps",
+    "--quota",
+    "--[no-]qps-exempt",
+    "--[no-]quota-exempt",
+]
 
 
 def _parse_when_or_none(value: str, option: str) -> Optional[dt.datetime]:
@@ -540,7 +613,7 @@ def update_package(name: str, qps: Optional[str], quota: Optional[str]) -> None:
         raise click.ClickException("give --qps, --quota or both")
     limits = _plan_options(qps, quota, allow_none=True)
     with _admin_errors():
-        _store().update_package(name, **limits)
+        _writing_store().update_package(name, **limits)
     click.echo(f"package {name!r} updated")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import os
+import time
 import uuid
 from typing import Any, Callable, Optional
 
@@ -492,6 +493,35 @@ def test_two_workers_share_counts_on_redis(app_factory: AppFactory) -> None:
     second = app_factory(config, create=False)
     apps = [first, second, first, second]
     assert [get(app, key, "s").status_code for app in apps] == [200, 200, 200, 429]
+
+
+def test_qps_and_quota_in_one_redis_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = os.environ.get("BASIC_GATE_TEST_REDIS_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("BASIC_GATE_TEST_REDIS_URL is not set (CI must not skip)")
+        pytest.skip("BASIC_GATE_TEST_REDIS_URL is not set: set it to a Redis URL")
+    redis = pytest.importorskip("redis")
+    from flask_basic_gate.throttle import make_storage
+
+    counter = PlanCounter(make_storage(url), clock=Clock(JAN_END))
+    plan = Plan(100, 1000, "day")
+    key = f"k-{uuid.uuid4().hex}"
+    counter.count(key, plan)  # connects
+    sent: list[int] = []
+    real = redis.connection.Connection.send_packed_command
+
+    def send(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(1)  # one write per round trip: a pipeline is written whole
+        real(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", send)
+    usage = counter.count(key, plan)
+    assert len(sent) == 1
+    assert (usage.qps_count, usage.quota_count) == (2, 2)
+    # The counters expire with their windows, as limits' own would.
+    name = f"basic-gate-plan/quota/day/{key}/{window('day', JAN_END)[0]}"
+    assert counter.storage.get_expiry(name) > time.time()
 
 
 # -- the commands -------------------------------------------------------------

@@ -582,9 +582,7 @@ class KeyStore:
 
         .. versionadded:: 0.1
         """
-        changes = _package_limits(
-            None if qps is UNSET else qps, None if quota is UNSET else quota
-        )
+        changes = _package_limits(None if qps is UNSET else qps, None if quota is UNSET else quota)
         if qps is UNSET:
             del changes["qps"]
         if quota is UNSET:

@@ -441,14 +441,14 @@ def test_whole_wsgi_path(
 def test_whole_wsgi_path_duplicate_header_list(
     app_factory: AppFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Repeated ``Authorization`` headers as a list, which werkzeug's test
-    client folds with ``", "`` before the gate sees them."""
+    """Repeated ``Authorization`` headers as a list, folded into the environ
+    by werkzeug's test environ builder (the test client's), judged by the
+    value the gate then sees (werkzeug 3 joins them with ``", "``)."""
     path = WholePath(
         app_factory({"BASIC_GATE_FAILURE_LIMIT": "off", "BASIC_GATE_KDF_BUDGET": "off"}),
         mashery=False,
         throttled=False,
     )
-    client = path.app.test_client()
     # werkzeug refuses line breaks in header values (as servers do).
     single = single_values(path.pairs).filter(lambda v: "\r" not in v and "\n" not in v)
 
@@ -461,9 +461,9 @@ def test_whole_wsgi_path_duplicate_header_list(
     )
     @given(values=st.lists(single, min_size=2, max_size=3))
     def fuzz(values: list[str]) -> None:
-        response = client.get("/thing", headers=[("Authorization", v) for v in values])
-        answer = (response.status, response.headers.to_wsgi_list(), response.get_data())
-        path.judge(", ".join(values), answer)
+        headers = [("Authorization", v) for v in values]
+        environ = EnvironBuilder(path="/thing", headers=headers).get_environ()
+        path.judge(environ.get("HTTP_AUTHORIZATION"), _call(path.app, environ))
 
     fuzz()
     path.report("a list of repeated headers", capsys)

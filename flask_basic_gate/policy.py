@@ -68,6 +68,7 @@ from .header import (
 from .identity import KeyIdentity
 from .models import ACTIVE
 from .records import KeyRecord
+from .revocation import TRUST_WINDOW, Revocation
 from .routing import REQUIRED, Requirement
 from .store import KeyLookup, KeyStore
 from .throttle import FailureThrottle, KdfBudget, make_storage
@@ -125,6 +126,9 @@ class GatePolicy:
             KdfBudget(settings.kdf_budget) if settings.kdf_budget is not None else None
         )
         self._ttl = settings.cache_ttl
+        #: Tells other processes about changes and hears theirs; set by
+        #: ``init_app`` (this process only, by default).
+        self.revocation: Revocation = Revocation()
         store.on_change.append(cache.evict_key)
 
     def authenticate(
@@ -161,6 +165,9 @@ class GatePolicy:
         throttle = self.throttle
         digest = None
         if self._ttl and header is not None:
+            if now >= self.revocation.trusted_until:
+                # Changes made elsewhere may not have reached this process.
+                self.revocation.untrusted(now)
             digest, identity = self.cache.lookup(header, now)
             if identity is not None:
                 # 1. A throttled pair is not served from the cache either: it
@@ -202,6 +209,8 @@ class GatePolicy:
         if digest is not None and is_canonical(header or ""):
             # Never past the secret's or the key's own expiry.
             until = min(now + self._ttl, expires, record.expires or expires)
+            if self.clock() >= self.revocation.trusted_until:
+                until = min(until, now + TRUST_WINDOW)
             self.cache.put(digest, identity, until, generation)
         return self.admit(requirement, identity, now)
 

@@ -226,6 +226,8 @@ class RedisRevocation(Revocation):
         self._lock = threading.Lock()
         self._thread = None
         self.trusted_until = 0.0
+        # What the parent cached may predate messages it never passed on.
+        self._dropped_for = None
         self._publisher = redis_client(self.url)
 
     def close(self) -> None:
@@ -254,7 +256,7 @@ class RedisRevocation(Revocation):
             except (redis.RedisError, OSError) as exc:
                 self._lost(type(exc).__name__)
             finally:
-                self.trusted_until = 0.0
+                self._distrust()
                 pubsub.close()
                 client.close()
             stop.wait(backoff * (0.5 + random.random()))
@@ -291,8 +293,13 @@ class RedisRevocation(Revocation):
                 last_ping = clock
         return confirmed
 
+    def _distrust(self) -> None:
+        # A value the policy has not dropped the cache for yet: the next
+        # request drops it (see untrusted()).
+        self.trusted_until = min(self.trusted_until, time.time())
+
     def _lost(self, why: str) -> None:
-        self.trusted_until = 0.0
+        self._distrust()
         if not self._lost_logged:
             self._lost_logged = True
             logger.warning(

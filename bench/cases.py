@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from flask import Flask
 from sqlalchemy import event
@@ -26,6 +27,9 @@ HTTPAUTH = "flask-httpauth"
 BASICAUTH = "flask-basicauth"
 NAIVE_DB = "naive-db (ORM query, 1k keys)"
 WARM = "gate warm (cache hit)"
+WARM_REDIS = "gate warm, Redis revocation on"
+#: Where the Redis case's Redis is (the test suite's, when this is unset).
+REDIS_ENV = ("BENCH_REDIS_URL", "BASIC_GATE_TEST_REDIS_URL")
 KDF_FIRST = "gate scrypt, first request"
 KDF_AFTER = "gate scrypt, after first"
 MIXED = "gate mixed, 10k keys zipf"
@@ -67,6 +71,7 @@ def targets(big_keys: int) -> dict[str, Target]:
     """The issue's targets, by case name."""
     return {
         WARM: Target((Bound(BARE, 1.12), Bound(HTTPAUTH, 0.85))),
+        WARM_REDIS: Target((Bound(HOOK_FLOOR, 1.10),)),
         COLD_1K: Target((Bound(BARE, 2.0),)),
         cold_name(big_keys): Target((Bound(BARE, 2.0), Bound(COLD_1K, 1.10, 0.90))),
         mmap_name(big_keys): Target((Bound(BARE, 2.0), Bound(COLD_1K, 1.10, 0.90))),
@@ -127,6 +132,29 @@ def warm_case(workdir: Path) -> Case:
     app, gate = gate_app(workdir / "warm.sqlite", "bench_gate_warm")
     new = provision(app, gate)
     return Case(WARM, app, [make_environ(basic_authorization(new.key, new.secret))])
+
+
+def warm_redis_case(workdir: Path, notes: list[str]) -> Optional[Case]:
+    """The warm case with ``BASIC_GATE_REDIS_URL`` set: a listener thread
+    per process, and the warm path's trust check; timed once the listener
+    has subscribed. ``None`` (with a note) when no Redis URL is given."""
+    url = next((os.environ[name] for name in REDIS_ENV if os.environ.get(name)), None)
+    if url is None:
+        notes.append(f"{WARM_REDIS}: skipped, set {REDIS_ENV[0]} to a redis:// URL")
+        return None
+    app, gate = gate_app(
+        workdir / "warm-redis.sqlite", "bench_gate_warm_redis", BASIC_GATE_REDIS_URL=url
+    )
+    new = provision(app, gate)
+    environ = make_environ(basic_authorization(new.key, new.secret))
+    check(app, environ, WARM_REDIS)  # starts the listener
+    revocation = BasicGate.state(app).revocation
+    deadline = time.monotonic() + 10
+    while time.time() >= revocation.trusted_until:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"case {WARM_REDIS!r}: Redis at the given URL never answered")
+        time.sleep(0.01)
+    return Case(WARM_REDIS, app, [environ])
 
 
 def mixed_case() -> Case:

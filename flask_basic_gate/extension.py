@@ -33,6 +33,7 @@ from .identity import ANONYMOUS, AnonymousKey, KeyIdentity
 from .models import get_models
 from .plans import take_usage
 from .policy import GatePolicy
+from .revocation import Revocation, make_revocation
 from .routing import EXEMPT, MARK, Requirement, Routes, packages_of
 from .signals import request_authenticated, request_rejected
 from .store import KeyStore
@@ -70,6 +71,8 @@ class GateState(NamedTuple):
     cache: VerificationCache
     #: The settings checked and frozen at ``init_app``.
     settings: cfg.Settings
+    #: Changes across processes (a no-op without ``BASIC_GATE_REDIS_URL``).
+    revocation: Revocation
 
 
 class BasicGate:
@@ -141,7 +144,10 @@ class BasicGate:
         store = KeyStore(get_models(db, bind_key), engine, settings)
         cache = VerificationCache(settings.cache_size)
         policy = self.policy_class(store, settings, cache)
-        state = GateState(self, policy, store, cache, settings)
+        revocation = make_revocation(settings, engine, cache, policy.throttle)
+        policy.revocation = revocation
+        store.on_change.append(revocation.key_changed)
+        state = GateState(self, policy, store, cache, settings, revocation)
         app.extensions[EXTENSION_NAME] = state
         app.before_request(self._make_guard(app, state))
         if settings.rate_limit_headers:

@@ -71,6 +71,7 @@ from .identity import KeyIdentity
 from .models import ACTIVE
 from .plans import OVER_QPS, PlanCounter, current_usage
 from .records import KeyRecord
+from .revocation import TRUST_WINDOW, Revocation
 from .routing import REQUIRED, Requirement
 from .store import KeyLookup, KeyStore
 from .throttle import FailureThrottle, KdfBudget, make_storage
@@ -134,6 +135,9 @@ class GatePolicy:
         self.plans = PlanCounter(counters, redis_url=settings.redis_url)
         self._headers = settings.rate_limit_headers
         self._ttl = settings.cache_ttl
+        #: Tells other processes about changes and hears theirs; set by
+        #: ``init_app`` (this process only, by default).
+        self.revocation: Revocation = Revocation()
         store.on_change.append(cache.evict_key)
 
     def authenticate(
@@ -170,6 +174,9 @@ class GatePolicy:
         throttle = self.throttle
         digest = None
         if self._ttl and header is not None:
+            if now >= self.revocation.trusted_until:
+                # Changes made elsewhere may not have reached this process.
+                self.revocation.untrusted(now)
             digest, identity = self.cache.lookup(header, now)
             if identity is not None:
                 # 1. A throttled pair is not served from the cache either: it
@@ -223,6 +230,8 @@ class GatePolicy:
         if digest is not None and is_canonical(header or ""):
             # Never past the secret's or the key's own expiry.
             until = min(now + self._ttl, expires, record.expires or expires)
+            if self.clock() >= self.revocation.trusted_until:
+                until = min(until, now + TRUST_WINDOW)
             self.cache.put(digest, identity, until, generation)
         return self.admit(requirement, identity, now)
 

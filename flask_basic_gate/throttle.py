@@ -10,6 +10,13 @@ The warm path pays for this only with one truth test of a dict: the pairs
 this process knows to be throttled are kept in :attr:`FailureThrottle.blocked`,
 which is empty unless somebody is being refused.
 
+When Redis cannot be reached the throttle counts in this process's memory
+instead (and logs it once), trying Redis again every
+:data:`SHARED_RETRY` seconds: a failed-attempt limit then holds per process
+rather than across them, but a Redis outage neither opens the gate nor
+refuses requests that would otherwise be served. Authentication itself
+never depends on these counters.
+
 :class:`KdfBudget` bounds how much CPU one process spends on scrypt or
 PBKDF2 for person-chosen secrets: a token bucket of seconds of work. Past
 it the gate answers at once and never queues.
@@ -17,13 +24,16 @@ it the gate answers at once and never queues.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
+    from limits import RateLimitItem
     from limits.storage import Storage
+    from limits.strategies import FixedWindowRateLimiter
 
 __all__ = ["FailureThrottle", "KdfBudget", "local_counters", "make_storage"]
 
@@ -31,21 +41,38 @@ __all__ = ["FailureThrottle", "KdfBudget", "local_counters", "make_storage"]
 _MAX_BLOCKED = 10_000
 #: Namespace of the throttle's counters in the storage.
 _NAMESPACE = "basic-gate-failures"
+#: Seconds between attempts to count on Redis again after it failed.
+SHARED_RETRY = 1.0
+
+logger = logging.getLogger("flask_basic_gate")
 
 
 def make_storage(redis_url: Optional[str]) -> Storage:
     """The :mod:`limits` storage for the gate's counters.
 
     :param redis_url: ``BASIC_GATE_REDIS_URL``; ``None`` for in-memory
-        counters of this process only (:func:`local_counters`).
+        counters of this process only (:func:`local_counters`). A Redis storage
+        gets the gate's short timeouts, no retries, and raises
+        :exc:`limits.errors.StorageError` when Redis fails (see
+        :class:`FailureThrottle` for what happens then).
     """
     if redis_url is None:
         return local_counters()
-    from limits.storage import Storage, storage_from_string
+    from limits.storage import RedisStorage
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    storage = storage_from_string(redis_url)
-    assert isinstance(storage, Storage)  # never the asyncio kind for these URLs
-    return storage
+    from .revocation import REDIS_TIMEOUT
+
+    if redis_url.startswith("unix://"):
+        redis_url = "redis+" + redis_url
+    return RedisStorage(
+        redis_url,
+        wrap_exceptions=True,
+        socket_timeout=REDIS_TIMEOUT,
+        socket_connect_timeout=REDIS_TIMEOUT,
+        retry=Retry(NoBackoff(), 0),  # type: ignore[arg-type]
+    )
 
 
 def local_counters() -> Storage:
@@ -148,7 +175,12 @@ class FailureThrottle:
         from limits.strategies import FixedWindowRateLimiter
 
         self.items = parse_many(limit)
+        #: The limiter in use: on ``storage``, or on this process's memory
+        #: while ``storage`` fails.
         self.limiter = FixedWindowRateLimiter(storage)
+        self._shared = self.limiter
+        self._local: Optional[FixedWindowRateLimiter] = None
+        self._retry_shared_at = 0.0
         #: Pairs this process knows to be over the limit, with the POSIX time
         #: their window resets. Read without a lock on every request.
         self.blocked: dict[tuple[str, str], float] = {}
@@ -170,8 +202,8 @@ class FailureThrottle:
                 return _seconds(until - now)
             self.blocked.pop((client, key), None)
         for item in self.items:
-            if not self.limiter.test(item, _NAMESPACE, client, key):
-                reset = self.limiter.get_window_stats(item, _NAMESPACE, client, key).reset_time
+            if not self._count("test", item, client, key):
+                reset = self._count("get_window_stats", item, client, key).reset_time
                 until = max(reset, now + 1)
                 self.block(client, key, until)
                 for listener in self.on_blocked:
@@ -187,11 +219,48 @@ class FailureThrottle:
     def failed(self, client: str, key: str, now: float) -> None:
         """Count one failed verification of ``key`` from ``client``."""
         for item in self.items:
-            self.limiter.hit(item, _NAMESPACE, client, key)
+            self._count("hit", item, client, key)
         # A pair that has just used up its allowance is throttled from now
         # on, cached successes included: otherwise the cache would answer
         # the next guesses, right ones with a 200 and wrong ones with a 429.
         self.retry_after(client, key, now)
+
+    def _count(self, method: str, item: RateLimitItem, client: str, key: str) -> Any:
+        """Call the limiter's ``method`` for the pair: the shared limiter's,
+        or the local one's while the shared storage fails."""
+        from limits.errors import StorageError
+
+        limiter = self.limiter
+        shared = self._shared
+        if limiter is not shared and time.monotonic() >= self._retry_shared_at:
+            limiter = shared
+        try:
+            result = getattr(limiter, method)(item, _NAMESPACE, client, key)
+        except StorageError as exc:
+            if limiter is not shared:
+                raise
+            return getattr(self._fall_back(exc), method)(item, _NAMESPACE, client, key)
+        if limiter is not self.limiter:
+            self.limiter = limiter
+            logger.warning("failed-attempt counters shared through Redis again")
+        return result
+
+    def _fall_back(self, exc: BaseException) -> FixedWindowRateLimiter:
+        from limits.storage import MemoryStorage
+        from limits.strategies import FixedWindowRateLimiter
+
+        with self._lock:
+            self._retry_shared_at = time.monotonic() + SHARED_RETRY
+            if self._local is None:
+                self._local = FixedWindowRateLimiter(MemoryStorage())
+            if self.limiter is not self._local:
+                self.limiter = self._local
+                logger.warning(
+                    "failed-attempt counters unreachable (%s): counting in this process"
+                    " until they answer again",
+                    type(getattr(exc, "storage_error", exc)).__name__,
+                )
+        return self._local
 
     def block(self, client: str, key: str, until: float) -> None:
         """Remember that the pair is throttled until ``until`` (POSIX time).

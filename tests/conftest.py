@@ -26,6 +26,7 @@ FAST_KDF = "pbkdf2:sha256:1000"
 BACKEND_ENV = {
     "postgresql": "BASIC_GATE_TEST_POSTGRESQL_URL",
     "mariadb": "BASIC_GATE_TEST_MARIADB_URL",
+    "redis": "BASIC_GATE_TEST_REDIS_URL",
 }
 
 
@@ -47,6 +48,12 @@ def backend_url(name: str, tmp_path: Any) -> str:
 def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     """Each backend in turn."""
     return backend_url(request.param, tmp_path)
+
+
+@pytest.fixture
+def redis_url(tmp_path: Any) -> str:
+    """The shared Redis of the test run (``BASIC_GATE_TEST_REDIS_URL``)."""
+    return backend_url("redis", tmp_path)
 
 
 def add_routes(app: Flask, gate: BasicGate) -> None:

@@ -1,10 +1,13 @@
-"""Run an app as a real HTTP server on 127.0.0.1, in a thread or a process."""
+"""Run an app as a real HTTP server on 127.0.0.1, in a thread or a process
+(``flask run`` or gunicorn), and Redis servers of a test's own."""
 
 from __future__ import annotations
 
 import os
 import queue
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +22,9 @@ from werkzeug.serving import make_server
 #: How long a server process may take to start listening.
 START_TIMEOUT = 60.0
 _RUNNING = re.compile(r"Running on (http://127\.0\.0\.1:\d+)")
+_GUNICORN_LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
+_GUNICORN_WORKER = re.compile(r"Booting worker with pid: (\d+)")
+REDIS_SERVER = shutil.which("redis-server")
 
 
 @contextmanager
@@ -43,9 +49,12 @@ def serve_in_thread(app: Any) -> Iterator[str]:
 class ServerProcess:
     """A server started as a child process, with everything it printed."""
 
-    def __init__(self, process: subprocess.Popen[str]) -> None:
+    def __init__(
+        self, process: subprocess.Popen[str], listening: re.Pattern[str] = _RUNNING
+    ) -> None:
         self.process = process
         self.url = ""
+        self._listening = listening
         self._lines: queue.Queue[Optional[str]] = queue.Queue()
         self._output: list[str] = []
         self._reader = threading.Thread(target=self._read, name="server-output", daemon=True)
@@ -68,10 +77,24 @@ class ServerProcess:
             if line is None:
                 raise AssertionError(f"the server exited:\n{self.output}")
             self._output.append(line)
-            found = _RUNNING.search(line)
+            found = self._listening.search(line)
             if found:
                 self.url = found[1]
                 return self.url
+
+    def wait_for_lines(self, pattern: re.Pattern[str], count: int, timeout: float) -> list[str]:
+        """The first group of the first ``count`` matches of ``pattern`` in
+        the output, waiting up to ``timeout`` seconds for them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = pattern.findall(self.output)
+            if len(found) >= count:
+                return found[:count]
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError(
+                    f"expected {count} lines like {pattern.pattern}:\n{self.output}"
+                )
+            time.sleep(0.05)
 
     @property
     def output(self) -> str:
@@ -125,6 +148,113 @@ def flask_run(
     server = ServerProcess(process)
     try:
         server.wait_until_listening()
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def gunicorn(
+    cwd: Path, app: str, workers: int, env: Mapping[str, str], args: Sequence[str] = ()
+) -> Iterator[ServerProcess]:
+    """``gunicorn APP`` with ``workers`` sync workers on a free port of
+    127.0.0.1; yields once every worker has booted."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            str(workers),
+            "--graceful-timeout",
+            "2",
+            *args,
+            app,
+        ],
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+    )
+    server = ServerProcess(process, _GUNICORN_LISTENING)
+    try:
+        server.wait_until_listening()
+        server.wait_for_lines(_GUNICORN_WORKER, workers, START_TIMEOUT)
+        yield server
+    finally:
+        server.stop()
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nothing listens on (just now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class RedisServer:
+    """A ``redis-server`` of the test's own, on its own port, without
+    persistence: started, stopped and started again by its PID."""
+
+    def __init__(self, port: Optional[int] = None) -> None:
+        if REDIS_SERVER is None:
+            raise RuntimeError("redis-server is not on PATH")
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: Optional[subprocess.Popen[bytes]] = None
+
+    def start(self) -> None:
+        """Start it and wait until it answers."""
+        assert REDIS_SERVER is not None and self.process is None
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.answers():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError(f"redis-server on port {self.port} did not start")
+            time.sleep(0.02)
+
+    def answers(self) -> bool:
+        """Whether it answers PING."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Stop it (by its PID) and wait for it to exit."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """A started :class:`RedisServer`, stopped after."""
+    server = RedisServer()
+    server.start()
+    try:
         yield server
     finally:
         server.stop()

@@ -1,0 +1,255 @@
+"""Many workers: gunicorn with four pre-forked workers on PostgreSQL and Redis.
+
+Every worker must hear a change made with the CLI in another process: a
+key disabled, or a secret rotated without grace, is refused by each worker
+within :data:`~flask_basic_gate.revocation.TRUST_WINDOW` of the command's
+end, also when Redis has stopped under the running server. Responses carry
+the answering worker's PID (``tests/workerapp.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+import requests
+from flask import Flask
+
+from example_app import create_app, db
+from flask_basic_gate import BasicGate
+from flask_basic_gate.revocation import TRUST_WINDOW
+
+from .conftest import FAST_KDF, backend_url
+from .serverutil import REDIS_SERVER, RedisServer, ServerProcess, child_env, gunicorn
+from .workerapp import WORKER_PATH
+
+pytestmark = pytest.mark.server
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKERS = 4
+MEMBER_PATH = "/api/v2/members/M0001"
+#: Longest a test waits to have heard every worker.
+DEADLINE = 20.0
+
+
+@dataclass
+class Deployment:
+    """gunicorn serving ``tests.workerapp`` on one database and one Redis."""
+
+    server: ServerProcess
+    env: dict[str, str]
+    key: str
+    secret: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def cli(self, *args: str) -> str:
+        """``flask --app example_app basic-gate ARGS`` in a process of its own."""
+        done = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "example_app", "basic-gate", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+
+def session() -> requests.Session:
+    client = requests.Session()
+    client.trust_env = False
+    return client
+
+
+def call(
+    secret: Optional[str], deployment: Deployment, key: Optional[str] = None
+) -> tuple[int, int, Any]:
+    """One request on a new connection: (worker PID, status, JSON body)."""
+    with session() as client:
+        response = client.get(
+            deployment.url + MEMBER_PATH, auth=(key or deployment.key, secret or ""), timeout=10
+        )
+    return int(response.headers["X-Worker"]), response.status_code, response.json()
+
+
+def until_every_worker(
+    deployment: Deployment, ask: Callable[[], tuple[int, bool]], what: str
+) -> dict[int, float]:
+    """Ask until each worker has said yes; returns when each first did
+    (``time.monotonic()``)."""
+    seen: dict[int, float] = {}
+    end = time.monotonic() + DEADLINE
+    while len(seen) < WORKERS:
+        pid, yes = ask()
+        if yes:
+            seen.setdefault(pid, time.monotonic())
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: only workers {sorted(seen)} within {DEADLINE:g} s")
+    return seen
+
+
+def worker_state(deployment: Deployment) -> dict[str, Any]:
+    with session() as client:
+        state: dict[str, Any] = client.get(deployment.url + WORKER_PATH, timeout=10).json()
+    return state
+
+
+def served(deployment: Deployment, secret: str) -> None:
+    """Every worker has accepted ``secret``."""
+    until_every_worker(
+        deployment,
+        lambda: (lambda pid, status, _: (pid, status == 200))(*call(secret, deployment)),
+        "accepted the secret",
+    )
+
+
+def every_worker_says(
+    deployment: Deployment, what: str, test: Callable[[dict[str, Any]], bool]
+) -> None:
+    until_every_worker(
+        deployment, lambda: ((state := worker_state(deployment))["pid"], test(state)), what
+    )
+
+
+def warm(deployment: Deployment) -> None:
+    """Every worker trusts its cache and has the key's success cached."""
+    # A worker's listener starts with its first authenticated request, and
+    # empties the cache once subscribed: what is cached after that was
+    # cached while trusted, for the cache's full lifetime.
+    served(deployment, deployment.secret)
+    every_worker_says(deployment, "trusted", lambda state: state["trusted"])
+    served(deployment, deployment.secret)
+    every_worker_says(
+        deployment, "cached while trusted", lambda state: state["trusted"] and state["cached"] >= 1
+    )
+
+
+def refused_everywhere(
+    deployment: Deployment, secret: str, error_code: str, since: float
+) -> dict[int, float]:
+    """Ask until every worker refuses ``secret``; no success may come later
+    than :data:`TRUST_WINDOW` after ``since``. Returns each worker's first
+    refusal, in seconds after ``since``."""
+
+    def ask() -> tuple[int, bool]:
+        sent = time.monotonic()
+        pid, status, body = call(secret, deployment)
+        if status == 200:
+            assert sent - since <= TRUST_WINDOW, f"worker {pid} accepted it {sent - since:.3f} s on"
+            return pid, False
+        assert (status, body["errorCode"]) == (403, error_code)
+        return pid, True
+
+    return {
+        pid: when - since for pid, when in until_every_worker(deployment, ask, error_code).items()
+    }
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    """PostgreSQL (the tables are made afresh by :func:`deploy`)."""
+    return backend_url("postgresql", tmp_path)
+
+
+@contextlib.contextmanager
+def deploy(database: str, redis_url: str) -> Iterator[Deployment]:
+    """The example's tables and one key made afresh, served by gunicorn
+    with ``--preload`` (so every worker is forked from an initialised app)."""
+    env = child_env(
+        FLASK_SQLALCHEMY_DATABASE_URI=database,
+        FLASK_BASIC_GATE_REDIS_URL=redis_url,
+        FLASK_BASIC_GATE_HASH_METHOD=FAST_KDF,
+        FLASK_EXAMPLE_DEMO_KEY="false",
+        # The refusals polled for are not to be cut short by the throttle.
+        FLASK_BASIC_GATE_FAILURE_LIMIT="1000/minute",
+    )
+    app: Flask = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": database,
+            "BASIC_GATE_HASH_METHOD": FAST_KDF,
+            "EXAMPLE_DEMO_KEY": False,
+        }
+    )
+    try:
+        with app.app_context():
+            db.drop_all()
+            db.create_all()
+            store = BasicGate.state().store
+            store.create_package("members")
+            new = store.create_key("members")
+        with gunicorn(ROOT, "tests.workerapp:create_app()", WORKERS, env, ["--preload"]) as server:
+            yield Deployment(server, env, new.key, new.secret)
+    finally:
+        BasicGate.state(app).revocation.close()
+        with app.app_context():
+            db.drop_all()
+            for engine in db.engines.values():
+                engine.dispose()
+
+
+@pytest.fixture
+def deployment(database: str, redis_url: str) -> Iterator[Deployment]:
+    with deploy(database, redis_url) as deployed:
+        yield deployed
+
+
+def test_key_disabled_with_the_cli_is_refused_by_every_worker(deployment: Deployment) -> None:
+    warm(deployment)
+    deployment.cli("disable-key", deployment.key)
+    refused_everywhere(deployment, deployment.secret, "key-inactive", time.monotonic())
+
+
+def test_secret_rotated_with_the_cli_is_refused_by_every_worker(deployment: Deployment) -> None:
+    warm(deployment)
+    output = deployment.cli("rotate-secret", deployment.key)
+    done = time.monotonic()
+    new_secret = re.search(r"secret: (\S+)", output)
+    assert new_secret is not None
+    refused_everywhere(deployment, deployment.secret, "invalid-credentials", done)
+    until_every_worker(
+        deployment,
+        lambda: (lambda pid, status, _: (pid, status == 200))(*call(new_secret[1], deployment)),
+        "the new secret accepted",
+    )
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not on PATH")
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_redis_stopped_under_the_workers(database: str, own_redis: RedisServer) -> None:
+    with deploy(database, own_redis.url) as deployment:
+        warm(deployment)
+        own_redis.stop()
+        every_worker_says(deployment, "stopped trusting", lambda state: not state["trusted"])
+        # Authentication goes on against the store, and fails closed.
+        served(deployment, deployment.secret)
+        _, status, body = call("wrong", deployment)
+        assert (status, body["errorCode"]) == (403, "invalid-credentials")
+        # The CLI cannot announce it; every worker must still refuse it.
+        deployment.cli("disable-key", deployment.key)
+        refused_everywhere(deployment, deployment.secret, "key-inactive", time.monotonic())
+        output = deployment.server.output
+        assert output.count("Redis unreachable") == WORKERS, output
+
+        own_redis.start()
+        every_worker_says(deployment, "trusted again", lambda state: state["trusted"])
+        assert deployment.server.output.count("Redis reachable again") == WORKERS

@@ -690,3 +690,38 @@ def test_counters_unreachable_fails_closed(app_factory: AppFactory, mashery: boo
     assert response.status_code == 503
     assert response.get_json()["errorCode"] == "gate-unavailable"
     assert response.headers["Retry-After"] == "1"
+
+
+def test_cli_update_key_limits(app_factory: AppFactory) -> None:
+    app = app_factory()
+    ok(run_cli(app, "create-package", "members", "--quota", "5/day"))
+    with app.app_context():
+        BasicGate.state().store.create_key("members", key="k1", secret="s1")
+    assert get(app).status_code == 200  # cached now
+    assert ok(run_cli(app, "update-key", "k1", "--qps", "0")) == [
+        "key 'k1' updated: qps 0; state active"
+    ]
+    # At once in this process, cached success or not.
+    assert get(app).get_json()["errorCode"] == "rate-limit-exceeded"
+    # The first call counted; a quota of 2 leaves one more.
+    ok(run_cli(app, "update-key", "k1", "--qps", "none", "--quota", "2/day"))
+    assert get(app).status_code == 200
+    assert get(app).get_json()["errorCode"] == "quota-exceeded"
+    ok(run_cli(app, "update-key", "k1", "--quota-exempt"))
+    assert get(app).status_code == 200
+    for args, message in [
+        (("--qps", "-1"), "--qps must be a whole number"),
+        (("--quota", "ten"), "--quota must be a whole number"),
+        (("--quota", "3/month"), "which is day for 'members'"),
+        (("--quota", "3/fortnight"), "is not N/PERIOD"),
+        (("--qps", "2", "--expires", "2001-01-01"), "is in the past"),
+    ]:
+        refused(run_cli(app, "update-key", "k1", *args), message)
+    # Nothing of the refused commands was written.
+    m = store_of(app).models
+    with app.app_context(), store_of(app).engine.connect() as conn:
+        row = conn.execute(
+            m.PackageKey.__table__.select().where(m.PackageKey.__table__.c.key == "k1")
+        ).one()
+    assert (row.qps, row.quota, row.quota_exempt, row.expires_at) == (None, 2, True, None)
+    refused(run_cli(app, "update-key", "nobody", "--qps", "1"), "no key 'nobody'")

@@ -164,12 +164,18 @@ def database(tmp_path: Path) -> str:
 
 
 @contextlib.contextmanager
-def deploy(database: str, redis_url: str) -> Iterator[Deployment]:
+def deploy(
+    database: str, redis_url: Optional[str], *, quota: Optional[str] = None
+) -> Iterator[Deployment]:
     """The example's tables and one key made afresh, served by gunicorn
-    with ``--preload`` (so every worker is forked from an initialised app)."""
+    with ``--preload`` (so every worker is forked from an initialised app).
+
+    :param redis_url: ``None`` for no Redis (each worker on its own).
+    :param quota: the package's quota, such as ``"20/day"``.
+    """
     env = child_env(
         FLASK_SQLALCHEMY_DATABASE_URI=database,
-        FLASK_BASIC_GATE_REDIS_URL=redis_url,
+        **({"FLASK_BASIC_GATE_REDIS_URL": redis_url} if redis_url else {}),
         FLASK_BASIC_GATE_HASH_METHOD=FAST_KDF,
         FLASK_EXAMPLE_DEMO_KEY="false",
         # The refusals polled for are not to be cut short by the throttle.
@@ -187,7 +193,7 @@ def deploy(database: str, redis_url: str) -> Iterator[Deployment]:
             db.drop_all()
             db.create_all()
             store = BasicGate.state().store
-            store.create_package("members")
+            store.create_package("members", quota=quota)
             new = store.create_key("members")
         with gunicorn(ROOT, "tests.workerapp:create_app()", WORKERS, env, ["--preload"]) as server:
             yield Deployment(server, env, new.key, new.secret)
@@ -253,3 +259,41 @@ def test_redis_stopped_under_the_workers(database: str, own_redis: RedisServer) 
         own_redis.start()
         every_worker_says(deployment, "trusted again", lambda state: state["trusted"])
         assert deployment.server.output.count("Redis reachable again") == WORKERS
+
+
+# -- a package quota across the workers -------------------------------------------
+
+#: The quota of the burst tests, and how many requests the burst sends.
+QUOTA = 20
+BURST = 3 * QUOTA
+
+
+def burst(deployment: Deployment) -> list[tuple[int, int, Any]]:
+    """:data:`BURST` requests from 8 threads at once: (worker, status, body) each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda _: call(deployment.secret, deployment), range(BURST)))
+
+
+def test_a_quota_holds_exactly_across_workers_on_redis(database: str, redis_url: str) -> None:
+    with deploy(database, redis_url, quota=f"{QUOTA}/day") as deployment:
+        answers = burst(deployment)
+    statuses = [(status, body.get("errorCode")) for _, status, body in answers]
+    served = sum(1 for status, _ in statuses if status == 200)
+    assert served == QUOTA, statuses
+    assert statuses.count((429, "quota-exceeded")) == BURST - QUOTA
+    assert len({pid for pid, _, _ in answers}) > 1  # the burst did spread over workers
+
+
+def test_without_redis_each_worker_counts_on_its_own(database: str) -> None:
+    """Without Redis the quota holds per process: each worker grants up to
+    the quota of its own, so the deployment as a whole may grant more."""
+    with deploy(database, None, quota=f"{QUOTA}/day") as deployment:
+        answers = burst(deployment)
+    per_worker: dict[int, list[int]] = {}
+    for pid, status, _ in answers:
+        per_worker.setdefault(pid, []).append(status)
+    for pid, statuses in per_worker.items():
+        assert statuses.count(200) == min(QUOTA, len(statuses)), (pid, statuses)
+        assert statuses.count(429) == len(statuses) - statuses.count(200)

@@ -33,6 +33,7 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy.exc import SQLAlchemyError
 
+from .errors import StoreUnavailable
 from .extension import BasicGate
 from .models import ACTIVE, DISABLED
 from .plans import MAX_LIMIT, parse_quota
@@ -464,6 +465,9 @@ def list_keys(package: Optional[str], state: Optional[str]) -> None:
         return
     rows: list[tuple[str, ...]] = [_LIST_HEADER]
     rows.extend(_key_row(info) for info in keys)
+    used = _quota_used([info.key for info in keys])
+    if used is not None:
+        rows = [(*row, cell) for row, cell in zip(rows, ["QUOTA-USED", *used])]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -480,6 +484,30 @@ _LIST_HEADER = (
     "DEVELOPER",
     "OWNER",
 )
+
+
+def _quota_used(keys: list[str]) -> Optional[list[str]]:
+    """Each key's calls in its current quota window, as ``used/quota (period)``,
+    or ``None`` when this process cannot read the servers' counters: they
+    are shared only on Redis (``BASIC_GATE_REDIS_URL``); in memory, they
+    live in each server process."""
+    state = BasicGate.state()
+    if state.settings.redis_url is None:
+        return None
+    cells = []
+    for key in keys:
+        try:
+            record = state.store.reader.lookup(key)
+            plan = record.plan if record is not None else None
+            used = state.policy.plans.quota_used(key, plan) if plan is not None else None
+        except StoreUnavailable:
+            cells.append("unknown")
+            continue
+        if plan is None or used is None:
+            cells.append("-")
+        else:
+            cells.append(f"{used}/{plan.quota} ({plan.period})")
+    return cells
 
 
 def _key_row(info: KeyInfo) -> tuple[str, ...]:
@@ -515,6 +543,9 @@ def show_key(key: str) -> None:
         ("created", _iso(info.created_at)),
         ("live secrets", str(info.secrets)),
     ]
+    used = _quota_used([key])
+    if used is not None:
+        lines.append(("quota used", used[0]))
     for name, value in lines:
         click.echo(f"{name + ':':<14}{value}")
     for number, when in enumerate(info.secret_expiries, 1):

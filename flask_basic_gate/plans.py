@@ -302,6 +302,24 @@ class PlanCounter:
                 logger.warning("could not give back a refused call's quota", exc_info=True)
         return self._refuse(key, Usage(plan, qps_count, quota_count, span, over), now)
 
+    def quota_used(self, key: str, plan: Plan, now: Optional[float] = None) -> Optional[int]:
+        """Calls of ``key`` counted in its current quota window, without
+        counting one (``None`` when the plan has no quota). For operators:
+        the CLI shows it where it can read the counters (on Redis).
+
+        :raises StoreUnavailable: the storage cannot be reached.
+        """
+        if plan.quota is None:
+            return None
+        now = self.clock() if now is None else now
+        start = window(plan.period, now)[0]
+        try:
+            return int(self.storage.get(f"{_NAMESPACE}/quota/{plan.period}/{key}/{start}"))
+        except Exception as exc:  # whatever the storage's client raises
+            raise StoreUnavailable(
+                f"the plan counters could not be reached: {type(exc).__name__}"
+            ) from exc
+
     def incr_many(self, counters: Sequence[tuple[str, int]]) -> list[int]:
         """Add one to each counter (name, seconds to live) and return the new
         counts: the one round trip of a counted call.

@@ -725,3 +725,37 @@ def test_cli_update_key_limits(app_factory: AppFactory) -> None:
         ).one()
     assert (row.qps, row.quota, row.quota_exempt, row.expires_at) == (None, 2, True, None)
     refused(run_cli(app, "update-key", "nobody", "--qps", "1"), "no key 'nobody'")
+
+
+def test_list_keys_shows_the_quota_used_on_redis(app_factory: AppFactory) -> None:
+    url = os.environ.get("BASIC_GATE_TEST_REDIS_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("BASIC_GATE_TEST_REDIS_URL is not set (CI must not skip)")
+        pytest.skip("BASIC_GATE_TEST_REDIS_URL is not set: set it to a Redis URL")
+    key, free = f"k-{uuid.uuid4().hex}", f"f-{uuid.uuid4().hex}"
+    server = app_factory({"BASIC_GATE_REDIS_URL": url})
+    with server.app_context():
+        store = BasicGate.state().store
+        store.create_package("members", quota="50/month")
+        store.create_package("free")
+        store.create_key("members", key=key, secret="s")
+        store.create_key("free", key=free, secret="s")
+    for _ in range(3):
+        assert get(server, key, "s").status_code == 200
+    # Another process (the CLI) reads the same counters.
+    admin = app_factory({"BASIC_GATE_REDIS_URL": url}, create=False)
+    lines = ok(run_cli(admin, "list-keys"))
+    assert lines[0].split()[-1] == "QUOTA-USED"
+    row = {line.split()[0]: line.split()[-1] for line in lines[1:]}
+    assert row[free] == "-"
+    shown = ok(run_cli(admin, "show-key", key))
+    assert "quota used:   3/50 (month)" in shown
+
+
+def test_list_keys_without_redis_has_no_usage_column(app_factory: AppFactory) -> None:
+    app = app_factory()
+    with app.app_context():
+        BasicGate.state().store.create_package("members", quota="50/month")
+        BasicGate.state().store.create_key("members", key="k1", secret="s1")
+    assert "QUOTA-USED" not in ok(run_cli(app, "list-keys"))[0]

@@ -148,10 +148,12 @@ def read_wrk(output: str) -> WrkResult:
     )
 
 
-def wrk(url: str, authorization: str, seconds: float) -> WrkResult:
+def wrk(
+    url: str, authorization: str, seconds: float, *, connections: int = CONNECTIONS
+) -> WrkResult:
     """Run wrk against ``url`` for ``seconds`` with the given ``Authorization`` header."""
     output = subprocess.run(
-        wrk_command(url, seconds, authorization=authorization),
+        wrk_command(url, seconds, connections=connections, authorization=authorization),
         capture_output=True,
         text=True,
         check=True,
@@ -168,6 +170,7 @@ def serving(
     store: Optional[Path] = None,
     *,
     workers: int = WORKERS,
+    env: Optional[dict[str, str]] = None,
 ) -> Iterator[str]:
     """Serve ``bench.serve:<factory>()`` with gunicorn; yield the member URL.
 
@@ -177,10 +180,13 @@ def serving(
     :param log: where gunicorn's output goes (shown if it fails to start).
     :param store: the SQLite store of the gate app.
     :param workers: gunicorn's sync workers.
+    :param env: more environment variables for the server.
     """
     port = _free_port()
     url = f"http://{HOST}:{port}/api/v2/members/M0001"
+    extra = env or {}
     env = dict(os.environ)
+    env.update(extra)
     if store is not None:
         env[STORE_ENV] = str(store)
     command = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,8 +27,9 @@ if __package__ in (None, ""):
     # whose module names would otherwise shadow top-level ones.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench import cases, flood, httpmode, keydb, machine, peers, profiling
+from bench import cases, flood, httpmode, keydb, machine, peers, profiling, serve
 from bench.gateapps import gate_app, provision
+from bench.keydb import PACKAGE
 from bench.report import Figure, Row, figure_table, timing_table
 from bench.timing import Case, basic_authorization, calibrate, interleave
 
@@ -257,6 +259,66 @@ def http_figures(settings: Settings, workdir: Path) -> list[Figure]:
     ]
 
 
+#: gunicorn workers of the many-workers comparison (issue 11 asks for 4).
+MANY_WORKERS = 4
+
+
+def http_redis_figures(settings: Settings, workdir: Path) -> list[Figure]:
+    """Requests per second of 4 gunicorn workers serving the bare route and
+    the gate with a plan (calls per second and a quota) counted on Redis,
+    wrk runs alternating. Empty when no Redis URL is given."""
+    url = next((os.environ[name] for name in cases.REDIS_ENV if os.environ.get(name)), None)
+    if url is None:
+        return []
+    store = workdir / "http-redis.sqlite"
+    app, gate = gate_app(store, "bench_http_redis_setup")
+    new = provision(app, gate)
+    with app.app_context():
+        # High enough that no timed call is refused: every call is counted.
+        gate.store.update_package(PACKAGE, qps=10**9, quota="2000000000/month")
+    authorizations = {
+        "bare": basic_authorization(peers.KEY, peers.SECRET),
+        "gate_redis": basic_authorization(new.key, new.secret),
+    }
+    connections = 2 * MANY_WORKERS
+    rates: dict[str, list[float]] = {name: [] for name in authorizations}
+    errors = 0
+    with contextlib.ExitStack() as stack:
+        urls = {
+            name: stack.enter_context(
+                httpmode.serving(
+                    name,
+                    authorization,
+                    workdir / f"gunicorn-4-{name}.log",
+                    store=store if name != "bare" else None,
+                    workers=MANY_WORKERS,
+                    env={serve.REDIS_URL_ENV: url},
+                )
+            )
+            for name, authorization in authorizations.items()
+        }
+        for name, member in urls.items():
+            httpmode.wrk(member, authorizations[name], 1, connections=connections)
+        for _ in range(settings.http_rounds):
+            for name, member in urls.items():
+                result = httpmode.wrk(
+                    member, authorizations[name], settings.http_seconds, connections=connections
+                )
+                rates[name].append(result.requests_per_second)
+                errors += result.errors
+    bare, gated = (statistics.median(rates[name]) for name in authorizations)
+    setup = (
+        f"median of {settings.http_rounds} alternating wrk runs -c{connections}"
+        f" -d{settings.http_seconds:g}s, gunicorn {MANY_WORKERS} sync workers"
+    )
+    return [
+        Figure(f"bare, {MANY_WORKERS} workers, requests/s", bare, "req/s"),
+        Figure("gate + plan on Redis, requests/s", gated, "req/s", note="QPS and quota counted"),
+        Figure("gate + plan on Redis / bare", gated / bare, "x", precision=2, note=setup),
+        Figure("non-2xx responses", errors, "", limit=1, precision=0),
+    ]
+
+
 def _print_table(title: str, lines: list[str]) -> None:
     print()
     print(title)
@@ -301,6 +363,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             else:
                 _say("serving with gunicorn under wrk")
                 _print_table("http (127.0.0.1)", figure_table(http_figures(settings, workdir)))
+                many = http_redis_figures(settings, workdir)
+                if many:
+                    _print_table(
+                        f"http, {MANY_WORKERS} workers, plan on Redis (127.0.0.1)",
+                        figure_table(many),
+                    )
+                else:
+                    print(f"\nhttp on Redis: skipped, set {cases.REDIS_ENV[0]} to a redis:// URL")
         if args.flood or args.quick:
             missing = httpmode.missing_tools()
             if missing is not None:

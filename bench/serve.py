@@ -3,6 +3,8 @@
 ``gunicorn "bench.serve:bare()"`` serves the bare route;
 ``gunicorn "bench.serve:gate()"`` serves it behind a gate over the SQLite store
 named by the ``BENCH_GATE_STORE`` environment variable (cache on, defaults);
+``gunicorn "bench.serve:gate_redis()"`` the same with its revocation and
+plan counters on the Redis named by ``BENCH_GATE_REDIS``;
 ``gunicorn "bench.serve:flood()"`` adds an exempt route and trusts
 ``X-Forwarded-For``, for :mod:`bench.flood`.
 """
@@ -20,6 +22,8 @@ from bench.gateapps import gate_app
 
 #: Environment variable naming the SQLite store the gate app opens.
 STORE_ENV = "BENCH_GATE_STORE"
+#: Environment variable naming the Redis URL of :func:`gate_redis`.
+REDIS_URL_ENV = "BENCH_GATE_REDIS"
 #: The route the flood app leaves open (``@gate.exempt``).
 EXEMPT_PATH = "/health"
 
@@ -32,6 +36,17 @@ def bare() -> Flask:
 def gate() -> Flask:
     """The member route behind the gate."""
     app, _ = gate_app(Path(os.environ[STORE_ENV]), "bench_serve_gate")
+    return app
+
+
+def gate_redis() -> Flask:
+    """The member route behind a gate whose revocation and plan counters are
+    on the Redis named by ``BENCH_GATE_REDIS``."""
+    app, _ = gate_app(
+        Path(os.environ[STORE_ENV]),
+        "bench_serve_gate_redis",
+        BASIC_GATE_REDIS_URL=os.environ[REDIS_URL_ENV],
+    )
     return app
 
 

@@ -26,7 +26,7 @@ if __package__ in (None, ""):
     # whose module names would otherwise shadow top-level ones.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench import cases, flood, httpmode, keydb, machine, peers, profiling
+from bench import cases, flood, httpmode, keydb, machine, peers, profiling, servers
 from bench.gateapps import gate_app, provision
 from bench.report import Figure, Row, figure_table, timing_table
 from bench.timing import Case, basic_authorization, calibrate, interleave
@@ -282,6 +282,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         notes.append(f"load average after timing: {machine.load()}")
         for note in notes:
             print(f"  note: {note}")
+        _say("timing cold lookups on the database servers")
+        for title, lines in servers.sections(
+            settings.rounds, settings.round_seconds, settings.min_calls
+        ):
+            _print_table(title, lines)
         if args.profile:
             by_name = {case.name: case for case in timed}
             for name in (cases.WARM, cases.COLD_1K):

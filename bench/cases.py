@@ -83,7 +83,7 @@ def peer_cases(workdir: Path, notes: list[str]) -> list[Case]:
     """The cases that do not use the gate."""
     environ = make_environ(basic_authorization(peers.KEY, peers.SECRET))
     cases = [
-        Case(BARE, peers.bare_app(), [environ]),
+        bare_case(),
         Case(BARE_DB, peers.bare_db_app(workdir / "bare.sqlite"), [environ]),
         Case(HOOK_FLOOR, peers.hook_floor_app(workdir / "floor.sqlite"), [environ]),
         Case(HTTPAUTH, peers.httpauth_app(), [environ]),
@@ -98,7 +98,20 @@ def peer_cases(workdir: Path, notes: list[str]) -> list[Case]:
     return cases
 
 
-def _key_environs(indexes: Sequence[int]) -> list[Environ]:
+def bare_case() -> Case:
+    """The bare route, the yardstick of every table."""
+    return Case(
+        BARE, peers.bare_app(), [make_environ(basic_authorization(peers.KEY, peers.SECRET))]
+    )
+
+
+def cold_sample(keys: int) -> list[int]:
+    """The keys (by number) a cold case over a store of ``keys`` keys cycles through, seeded."""
+    return random.Random(1).sample(range(keys), min(COLD_SAMPLE, keys))
+
+
+def key_environs(indexes: Sequence[int]) -> list[Environ]:
+    """One request per key number, with the key's own secret; a repeated key shares its environ."""
     built: dict[int, Environ] = {}
     for index in indexes:
         if index not in built:
@@ -119,8 +132,13 @@ def cold_case(name: str, keys: int, *, mmap: bool = False) -> Case:
     if mmap:
         with app.app_context():
             event.listen(gate.store.engine, "connect", _map_sqlite)
-    sample = random.Random(1).sample(range(keys), min(COLD_SAMPLE, keys))
-    return Case(name, app, _key_environs(sample), warmup=len(sample))
+    return cold_request_case(name, app, keys)
+
+
+def cold_request_case(name: str, app: Flask, keys: int) -> Case:
+    """Requests over :func:`cold_sample` on ``app``, a gate with its cache off; all keys warmed."""
+    sample = cold_sample(keys)
+    return Case(name, app, key_environs(sample), warmup=len(sample))
 
 
 def _map_sqlite(dbapi_connection: Any, record: Any) -> None:
@@ -163,7 +181,7 @@ def mixed_case() -> Case:
     app, _ = gate_app(path, "bench_gate_mixed")
     weights = accumulate(1 / rank for rank in range(1, MIXED_KEYS + 1))
     draws = random.Random(2).choices(range(MIXED_KEYS), cum_weights=list(weights), k=MIXED_DRAWS)
-    return Case(MIXED, app, _key_environs(draws))
+    return Case(MIXED, app, key_environs(draws))
 
 
 @dataclass

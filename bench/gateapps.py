@@ -1,9 +1,9 @@
-"""Apps guarded by flask-basic-gate over SQLite key stores, built through its public API."""
+"""Apps guarded by flask-basic-gate over a key store (SQLite or a server), built by its API."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
@@ -14,13 +14,15 @@ from flask_basic_gate import BasicGate
 from flask_basic_gate.store import NewSecret
 
 
-def gate_app(path: Path, name: str, **config: Any) -> tuple[Flask, BasicGate]:
-    """A Flask app with the member route, guarded by a gate over the SQLite file at ``path``.
+def gate_app(where: Union[Path, str], name: str, **config: Any) -> tuple[Flask, BasicGate]:
+    """A Flask app with the member route, guarded by a gate over the SQLite file or URL ``where``.
 
+    :param where: a SQLite file, or the database URL of a server.
     :param config: extra settings, e.g. ``BASIC_GATE_CACHE_TTL=0``.
     """
+    url = where if isinstance(where, str) else f"sqlite:///{where.resolve()}"
     app = Flask(name)
-    app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{path.resolve()}", **config)
+    app.config.update(SQLALCHEMY_DATABASE_URI=url, **config)
     db = SQLAlchemy()
     db.init_app(app)
     gate = BasicGate(app, db)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Engine, create_engine, insert, text
+from sqlalchemy import Connection, Engine, create_engine, insert, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.schema import CreateTable
 
@@ -97,27 +97,35 @@ def fill(engine: Engine, models: Models, count: int) -> None:
     """Create the gate's tables on a SQLite ``engine``, then :data:`PACKAGE` and ``count`` keys."""
     tables = [m.__table__ for m in models]
     tables[0].metadata.create_all(engine, tables=tables)
-    created = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    key_table = models.PackageKey.__table__
-    secret_table = models.KeySecret.__table__
     with engine.begin() as conn:
         # The file is thrown away if the build fails, so durability buys nothing.
         conn.execute(text("PRAGMA synchronous = OFF"))
-        conn.execute(
-            insert(models.Package.__table__), [{"id": 1, "name": PACKAGE, "created_at": created}]
-        )
-        keys: list[dict[str, object]] = []
-        secrets: list[dict[str, object]] = []
-        for key_row, secret_row in _rows(count, 1, created):
-            keys.append(key_row)
-            secrets.append(secret_row)
-            if len(keys) == CHUNK:
-                conn.execute(insert(key_table), keys)
-                conn.execute(insert(secret_table), secrets)
-                keys, secrets = [], []
-        if keys:
+        add_keys(conn, models, count)
+
+
+def add_keys(conn: Connection, models: Models, count: int) -> None:
+    """Insert :data:`PACKAGE` and keys ``0`` to ``count - 1`` into the empty tables of ``models``.
+
+    Any backend: the rows carry their ids, so the tables must be empty.
+    """
+    created = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    key_table = models.PackageKey.__table__
+    secret_table = models.KeySecret.__table__
+    conn.execute(
+        insert(models.Package.__table__), [{"id": 1, "name": PACKAGE, "created_at": created}]
+    )
+    keys: list[dict[str, object]] = []
+    secrets: list[dict[str, object]] = []
+    for key_row, secret_row in _rows(count, 1, created):
+        keys.append(key_row)
+        secrets.append(secret_row)
+        if len(keys) == CHUNK:
             conn.execute(insert(key_table), keys)
             conn.execute(insert(secret_table), secrets)
+            keys, secrets = [], []
+    if keys:
+        conn.execute(insert(key_table), keys)
+        conn.execute(insert(secret_table), secrets)
 
 
 def ensure_store(count: int) -> tuple[Path, bool]:

@@ -27,7 +27,7 @@ if __package__ in (None, ""):
     # whose module names would otherwise shadow top-level ones.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench import cases, flood, httpmode, keydb, machine, peers, profiling, serve
+from bench import cases, flood, httpmode, keydb, machine, peers, profiling, serve, servers
 from bench.gateapps import gate_app, provision
 from bench.keydb import PACKAGE
 from bench.report import Figure, Row, figure_table, timing_table
@@ -62,6 +62,11 @@ class Settings:
     profile_calls: int
     #: Seconds of each flood scenario (wrk takes whole seconds).
     flood_seconds: int
+    #: Interleaved rounds of the cases on database servers: more than
+    #: ``rounds`` in quick mode, since a round trip flips between a fast and
+    #: a slow mode (the server's process woken or still running) on a busy
+    #: machine, and a few rounds can put two cases in different modes.
+    server_rounds: int
 
 
 QUICK = Settings(
@@ -74,6 +79,7 @@ QUICK = Settings(
     http_rounds=2,
     profile_calls=5000,
     flood_seconds=flood.QUICK_SECONDS,
+    server_rounds=21,
 )
 FULL = Settings(
     rounds=31,
@@ -85,6 +91,7 @@ FULL = Settings(
     http_rounds=3,
     profile_calls=20_000,
     flood_seconds=flood.FULL_SECONDS,
+    server_rounds=31,
 )
 
 
@@ -347,6 +354,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         notes.append(f"load average after timing: {machine.load()}")
         for note in notes:
             print(f"  note: {note}")
+        _say("timing cold lookups on the database servers")
+        for title, lines in servers.sections(
+            settings.server_rounds, settings.round_seconds, settings.min_calls
+        ):
+            _print_table(title, lines)
         if args.profile:
             by_name = {case.name: case for case in timed}
             for name in (cases.WARM, cases.COLD_1K):

@@ -6,15 +6,18 @@ cases take turns (round-robin, with the starting case rotated each round) so
 that drift in the machine's speed touches all of them alike, and the reported
 figure is the median over rounds of the mean time per call within a round.
 The garbage collector is off inside every timed loop and a collection runs
-between loops, for every case alike.
+between loops, for every case alike. A case can also time a plain function
+on each of its inputs (:func:`run_each`), such as a driver's round trip
+against the gate's read path on the same keys.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import gc
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import cycle, islice
 from typing import Any, Optional
@@ -87,9 +90,7 @@ def run_calls(app: WSGIApp, environs: Sequence[Environ]) -> int:
     costs the same (one list step) in every case.
     """
     start_response = _discard_start_response
-    gc.collect()
-    gc.disable()
-    try:
+    with _collector_off():
         started = time.perf_counter_ns()
         for environ in environs:
             body = app(environ.copy(), start_response)
@@ -99,16 +100,49 @@ def run_calls(app: WSGIApp, environs: Sequence[Environ]) -> int:
             if close is not None:
                 close()
         return time.perf_counter_ns() - started
+
+
+def run_each(function: Callable[[Any], object], arguments: Sequence[Any]) -> int:
+    """Call ``function`` on every argument in order and return the elapsed nanoseconds.
+
+    The loop of :func:`run_calls` for a case that is not a WSGI app: the
+    same collector handling, one call per input.
+    """
+    with _collector_off():
+        started = time.perf_counter_ns()
+        for argument in arguments:
+            function(argument)
+        return time.perf_counter_ns() - started
+
+
+@contextlib.contextmanager
+def _collector_off() -> Iterator[None]:
+    # A collection now, none while timing: every case starts from the same
+    # heap and no round pays for another's garbage.
+    gc.collect()
+    gc.disable()
+    try:
+        yield
     finally:
         gc.enable()
 
 
+#: Times one batch of a case's inputs on its ``app``; returns nanoseconds.
+Runner = Callable[[Any, Sequence[Any]], int]
+
+
 @dataclass
 class Case:
-    """One line of the table: a WSGI app and the requests it is timed on."""
+    """One line of the table: a WSGI app and the requests it is timed on.
+
+    With ``runner=run_each``, ``app`` is any function and ``environs`` its
+    arguments (keys, say); the builder checks its answers, :func:`calibrate`
+    checks only WSGI answers.
+    """
 
     name: str
-    app: WSGIApp
+    #: A WSGI app, or the function a :func:`run_each` case times.
+    app: Callable[..., Any]
     #: The request sequence, cycled; most cases have one request, the mixed
     #: and cold cases a long draw over many keys.
     environs: Sequence[Environ]
@@ -121,6 +155,9 @@ class Case:
     #: Calls made before timing, at least; the cold cases warm every key
     #: they sample, so no round pays for reading pages from disk.
     warmup: int = 0
+    #: How a batch is timed: :func:`run_calls` serves WSGI requests,
+    #: :func:`run_each` calls a function.
+    runner: Runner = run_calls
 
     def batch(self, calls: int) -> list[Environ]:
         """Return the next ``calls`` requests of the sequence, so no round replays another."""
@@ -130,10 +167,11 @@ class Case:
 
 
 def calibrate(case: Case, round_seconds: float, min_calls: int) -> None:
-    """Check the case answers 200, warm it up and size its rounds to ``round_seconds``."""
-    check(case.app, case.environs[0], case.name)
-    run_calls(case.app, case.batch(max(0, case.warmup - min_calls)))
-    elapsed = run_calls(case.app, case.batch(min_calls))
+    """Check a WSGI case answers 200, warm the case up and size its rounds to ``round_seconds``."""
+    if case.runner is run_calls:
+        check(case.app, case.environs[0], case.name)
+    case.runner(case.app, case.batch(max(0, case.warmup - min_calls)))
+    elapsed = case.runner(case.app, case.batch(min_calls))
     per_call = elapsed / min_calls / 1e9
     case.calls = max(min_calls, int(round_seconds / per_call))
 
@@ -143,5 +181,5 @@ def interleave(cases: Sequence[Case], rounds: int) -> None:
     for index in range(rounds):
         start = index % len(cases)
         for case in [*cases[start:], *cases[:start]]:
-            elapsed = run_calls(case.app, case.batch(case.calls))
+            elapsed = case.runner(case.app, case.batch(case.calls))
             case.samples.append(elapsed / case.calls / 1000)

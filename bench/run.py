@@ -223,15 +223,22 @@ def memory_figures(settings: Settings) -> list[Figure]:
     ]
 
 
-def http_figures(settings: Settings, workdir: Path) -> list[Figure]:
-    """Requests per second of gunicorn serving the bare and the gate app, wrk runs alternating."""
-    app, gate = gate_app(workdir / "http.sqlite", "bench_http_setup")
-    new = provision(app, gate)
-    authorizations = {
-        "bare": basic_authorization(peers.KEY, peers.SECRET),
-        "gate": basic_authorization(new.key, new.secret),
-    }
-    rates: dict[str, list[float]] = {name: [] for name in authorizations}
+def _alternating_wrk(
+    settings: Settings,
+    workdir: Path,
+    servers: dict[str, tuple[str, Optional[Path]]],
+    *,
+    workers: int = httpmode.WORKERS,
+    env: Optional[dict[str, str]] = None,
+) -> tuple[dict[str, list[float]], int, str]:
+    """Serve each of ``servers`` (factory name: its ``Authorization`` and its
+    store) with gunicorn at once, then run wrk against them in turn.
+
+    :return: the requests per second of each run by server, the non-2xx
+        responses in all, and a line that says how it was measured.
+    """
+    connections = 2 * workers
+    rates: dict[str, list[float]] = {name: [] for name in servers}
     errors = 0
     with contextlib.ExitStack() as stack:
         urls = {
@@ -239,25 +246,45 @@ def http_figures(settings: Settings, workdir: Path) -> list[Figure]:
                 httpmode.serving(
                     name,
                     authorization,
-                    workdir / f"gunicorn-{name}.log",
-                    store=workdir / "http.sqlite" if name == "gate" else None,
+                    workdir / f"gunicorn-{workers}-{name}.log",
+                    store=store,
+                    workers=workers,
+                    env=env,
                 )
             )
-            for name, authorization in authorizations.items()
+            for name, (authorization, store) in servers.items()
         }
         for name, url in urls.items():  # warm-up: workers import lazily, caches fill
-            httpmode.wrk(url, authorizations[name], 1)
+            httpmode.wrk(url, servers[name][0], 1, connections=connections)
         for _ in range(settings.http_rounds):
             for name, url in urls.items():
-                result = httpmode.wrk(url, authorizations[name], settings.http_seconds)
+                result = httpmode.wrk(
+                    url, servers[name][0], settings.http_seconds, connections=connections
+                )
                 rates[name].append(result.requests_per_second)
                 errors += result.errors
+    setup = (
+        f"median of {settings.http_rounds} alternating wrk runs -c{connections}"
+        f" -d{settings.http_seconds:g}s, gunicorn {workers} sync worker(s)"
+    )
+    return rates, errors, setup
+
+
+def http_figures(settings: Settings, workdir: Path) -> list[Figure]:
+    """Requests per second of gunicorn serving the bare and the gate app, wrk runs alternating."""
+    store = workdir / "http.sqlite"
+    app, gate = gate_app(store, "bench_http_setup")
+    new = provision(app, gate)
+    rates, errors, setup = _alternating_wrk(
+        settings,
+        workdir,
+        {
+            "bare": (basic_authorization(peers.KEY, peers.SECRET), None),
+            "gate": (basic_authorization(new.key, new.secret), store),
+        },
+    )
     bare, gated = (statistics.median(rates[name]) for name in ("bare", "gate"))
     runs = {name: f"runs {min(r):,.0f}-{max(r):,.0f}" for name, r in rates.items()}
-    setup = (
-        f"median of {settings.http_rounds} alternating wrk runs -c{httpmode.CONNECTIONS}"
-        f" -d{settings.http_seconds:g}s, gunicorn {httpmode.WORKERS} sync worker(s)"
-    )
     return [
         Figure("bare, requests/s", bare, "req/s", note=runs["bare"]),
         Figure("gate warm, requests/s", gated, "req/s", note=runs["gate"]),
@@ -283,41 +310,17 @@ def http_redis_figures(settings: Settings, workdir: Path) -> list[Figure]:
     with app.app_context():
         # High enough that no timed call is refused: every call is counted.
         gate.store.update_package(PACKAGE, qps=10**9, quota="2000000000/month")
-    authorizations = {
-        "bare": basic_authorization(peers.KEY, peers.SECRET),
-        "gate_redis": basic_authorization(new.key, new.secret),
-    }
-    connections = 2 * MANY_WORKERS
-    rates: dict[str, list[float]] = {name: [] for name in authorizations}
-    errors = 0
-    with contextlib.ExitStack() as stack:
-        urls = {
-            name: stack.enter_context(
-                httpmode.serving(
-                    name,
-                    authorization,
-                    workdir / f"gunicorn-4-{name}.log",
-                    store=store if name != "bare" else None,
-                    workers=MANY_WORKERS,
-                    env={serve.REDIS_URL_ENV: url},
-                )
-            )
-            for name, authorization in authorizations.items()
-        }
-        for name, member in urls.items():
-            httpmode.wrk(member, authorizations[name], 1, connections=connections)
-        for _ in range(settings.http_rounds):
-            for name, member in urls.items():
-                result = httpmode.wrk(
-                    member, authorizations[name], settings.http_seconds, connections=connections
-                )
-                rates[name].append(result.requests_per_second)
-                errors += result.errors
-    bare, gated = (statistics.median(rates[name]) for name in authorizations)
-    setup = (
-        f"median of {settings.http_rounds} alternating wrk runs -c{connections}"
-        f" -d{settings.http_seconds:g}s, gunicorn {MANY_WORKERS} sync workers"
+    rates, errors, setup = _alternating_wrk(
+        settings,
+        workdir,
+        {
+            "bare": (basic_authorization(peers.KEY, peers.SECRET), None),
+            "gate_redis": (basic_authorization(new.key, new.secret), store),
+        },
+        workers=MANY_WORKERS,
+        env={serve.REDIS_URL_ENV: url},
     )
+    bare, gated = (statistics.median(rates[name]) for name in ("bare", "gate_redis"))
     return [
         Figure(f"bare, {MANY_WORKERS} workers, requests/s", bare, "req/s"),
         Figure("gate + plan on Redis, requests/s", gated, "req/s", note="QPS and quota counted"),

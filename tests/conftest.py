@@ -20,6 +20,8 @@ from sqlalchemy import event
 from flask_basic_gate import AdminError, BasicGate, current_key, get_current_key
 from flask_basic_gate.testing import basic_auth_headers
 
+from .serverutil import REDIS_SERVER, RedisServer
+
 #: A cheap KDF for person-chosen secrets in tests (scrypt takes ~0.1 s each).
 FAST_KDF = "pbkdf2:sha256:1000"
 
@@ -54,6 +56,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 def redis_url(tmp_path: Any) -> str:
     """The shared Redis of the test run (``BASIC_GATE_TEST_REDIS_URL``)."""
     return backend_url("redis", tmp_path)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis server of the test's own, on a free port, that it may stop."""
+    if REDIS_SERVER is None:
+        reason = "redis-server is not on PATH"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI must not skip these tests)")
+        pytest.skip(reason)
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 def add_routes(app: Flask, gate: BasicGate) -> None:

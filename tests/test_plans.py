@@ -8,7 +8,6 @@ without sleeping.
 from __future__ import annotations
 
 import calendar
-import os
 import time
 import uuid
 from typing import Any, Callable, Optional
@@ -476,12 +475,8 @@ def test_one_round_trip_per_counted_call() -> None:
 # -- shared counts on Redis ---------------------------------------------------
 
 
-def test_two_workers_share_counts_on_redis(app_factory: AppFactory) -> None:
-    url = os.environ.get("BASIC_GATE_TEST_REDIS_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("BASIC_GATE_TEST_REDIS_URL is not set (CI must not skip)")
-        pytest.skip("BASIC_GATE_TEST_REDIS_URL is not set: set it to a Redis URL")
+def test_two_workers_share_counts_on_redis(app_factory: AppFactory, redis_url: str) -> None:
+    url = redis_url
     pytest.importorskip("redis")
     key = f"k-{uuid.uuid4().hex}"  # counters of other runs never collide
     config = {"BASIC_GATE_REDIS_URL": url}
@@ -495,12 +490,10 @@ def test_two_workers_share_counts_on_redis(app_factory: AppFactory) -> None:
     assert [get(app, key, "s").status_code for app in apps] == [200, 200, 200, 429]
 
 
-def test_qps_and_quota_in_one_redis_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
-    url = os.environ.get("BASIC_GATE_TEST_REDIS_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("BASIC_GATE_TEST_REDIS_URL is not set (CI must not skip)")
-        pytest.skip("BASIC_GATE_TEST_REDIS_URL is not set: set it to a Redis URL")
+def test_qps_and_quota_in_one_redis_round_trip(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    url = redis_url
     redis = pytest.importorskip("redis")
     from flask_basic_gate.throttle import make_storage
 
@@ -727,12 +720,8 @@ def test_cli_update_key_limits(app_factory: AppFactory) -> None:
     refused(run_cli(app, "update-key", "nobody", "--qps", "1"), "no key 'nobody'")
 
 
-def test_list_keys_shows_the_quota_used_on_redis(app_factory: AppFactory) -> None:
-    url = os.environ.get("BASIC_GATE_TEST_REDIS_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("BASIC_GATE_TEST_REDIS_URL is not set (CI must not skip)")
-        pytest.skip("BASIC_GATE_TEST_REDIS_URL is not set: set it to a Redis URL")
+def test_list_keys_shows_the_quota_used_on_redis(app_factory: AppFactory, redis_url: str) -> None:
+    url = redis_url
     key, free = f"k-{uuid.uuid4().hex}", f"f-{uuid.uuid4().hex}"
     server = app_factory({"BASIC_GATE_REDIS_URL": url})
     with server.app_context():

@@ -159,16 +159,6 @@ def test_malformed_messages_are_ignored(
 # -- Redis stopped under a running app ----------------------------------------------
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not on PATH")
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_redis_stopped_the_cache_is_trusted_one_second_and_reconnects(
     pair_factory: Callable[..., Pair], own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

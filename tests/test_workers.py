@@ -28,7 +28,7 @@ from flask_basic_gate import BasicGate
 from flask_basic_gate.revocation import TRUST_WINDOW
 
 from .conftest import FAST_KDF, backend_url
-from .serverutil import REDIS_SERVER, RedisServer, ServerProcess, child_env, gunicorn
+from .serverutil import RedisServer, ServerProcess, child_env, gunicorn
 from .workerapp import WORKER_PATH
 
 pytestmark = pytest.mark.server
@@ -229,16 +229,6 @@ def test_secret_rotated_with_the_cli_is_refused_by_every_worker(deployment: Depl
         lambda: (lambda pid, status, _: (pid, status == 200))(*call(new_secret[1], deployment)),
         "the new secret accepted",
     )
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not on PATH")
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_redis_stopped_under_the_workers(database: str, own_redis: RedisServer) -> None:

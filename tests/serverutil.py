@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +20,8 @@ from werkzeug.serving import make_server
 #: How long a server process may take to start listening.
 START_TIMEOUT = 60.0
 _RUNNING = re.compile(r"Running on (http://127\.0\.0\.1:\d+)")
+_GUNICORN_LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
+_GUNICORN_WORKER = re.compile(r"Booting worker with pid: (\d+)")
 
 
 @contextmanager
@@ -43,9 +46,12 @@ def serve_in_thread(app: Any) -> Iterator[str]:
 class ServerProcess:
     """A server started as a child process, with everything it printed."""
 
-    def __init__(self, process: subprocess.Popen[str]) -> None:
+    def __init__(
+        self, process: subprocess.Popen[str], listening: re.Pattern[str] = _RUNNING
+    ) -> None:
         self.process = process
         self.url = ""
+        self._listening = listening
         self._lines: queue.Queue[Optional[str]] = queue.Queue()
         self._output: list[str] = []
         self._reader = threading.Thread(target=self._read, name="server-output", daemon=True)
@@ -68,7 +74,7 @@ class ServerProcess:
             if line is None:
                 raise AssertionError(f"the server exited:\n{self.output}")
             self._output.append(line)
-            found = _RUNNING.search(line)
+            found = self._listening.search(line)
             if found:
                 self.url = found[1]
                 return self.url
@@ -85,8 +91,13 @@ class ServerProcess:
                 self._output.append(line)
         return "".join(self._output)
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """The PIDs of every gunicorn worker booted so far."""
+        return [int(pid) for pid in _GUNICORN_WORKER.findall(self.output)]
+
     def stop(self) -> None:
-        """Stop the process (by its own PID) and close its pipe."""
+        """Stop the process (by its own PID), then any worker it left, and close its pipe."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -94,9 +105,27 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        for pid in self.worker_pids:
+            _kill_if_alive(pid)
         self._reader.join(timeout=10)
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+def _kill_if_alive(pid: int) -> None:
+    # A worker whose master died may outlive it for a moment; never a
+    # process of anyone else: only PIDs the master announced as its workers.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -123,6 +152,44 @@ def flask_run(
         encoding="utf-8",
     )
     server = ServerProcess(process)
+    try:
+        server.wait_until_listening()
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def gunicorn_run(
+    app: str, args: Sequence[str] = (), env: Optional[Mapping[str, str]] = None
+) -> Iterator[ServerProcess]:
+    """``gunicorn app`` on a free port of 127.0.0.1, from the project's root.
+
+    Stops the master and every worker it announced by PID, also when the
+    test fails.
+    """
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            "127.0.0.1:0",
+            "--no-control-socket",
+            "--graceful-timeout",
+            "5",
+            *args,
+            app,
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env=dict(env) if env is not None else child_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+    )
+    server = ServerProcess(process, _GUNICORN_LISTENING)
     try:
         server.wait_until_listening()
         yield server

@@ -10,6 +10,7 @@ process is stopped by PID.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -84,21 +85,24 @@ class Tally:
         self.server = server
         self.session = requests.Session()
         self.counts = {"sent": 0, "200": 0, "403": 0, "503": 0, "500": 0, "wrong": 0}
+        self.lock = threading.Lock()
 
     def get(self, secret: str) -> int:
         """One request: the demo key, or (any other secret) a key that does not exist.
 
         Each missing key is new, so the failure throttle never steps in.
         """
-        self.counts["sent"] += 1
-        key = DEMO_KEY if secret == DEMO_SECRET else f"missing-{self.counts['sent']}"
+        with self.lock:
+            self.counts["sent"] += 1
+            sent = self.counts["sent"]
+        key = DEMO_KEY if secret == DEMO_SECRET else f"missing-{sent}"
         try:
             response = requests.get(
                 self.server.url + MEMBER_PATH, auth=(key, secret), timeout=BOUND
             )
         except requests.RequestException:
             # No answer in time, or an empty reply: never acceptable.
-            self.counts["wrong"] += 1
+            self.count("wrong")
             return 0
         status = response.status_code
         if status == 503:
@@ -112,16 +116,26 @@ class Tally:
             ok = secret != DEMO_SECRET and response.json()["errorCode"] == "invalid-credentials"
         else:
             ok = False
-        self.counts[str(status) if str(status) in self.counts else "500"] += 1
+        self.count(str(status) if str(status) in self.counts else "500")
         if not ok:
-            self.counts["wrong"] += 1
+            self.count("wrong")
         return status
 
-    def during_fault(self, requests_: int) -> None:
-        """The demo key and missing keys: 200 only from a worker's cache, else 503."""
-        for n in range(requests_):
-            status = self.get(DEMO_SECRET if n % 2 else "wrong")
-            assert status in (200, 503), self.server.output[-3000:]
+    def count(self, outcome: str) -> None:
+        with self.lock:
+            self.counts[outcome] += 1
+
+    def during_fault(self, requests_: int, clients: int = 1) -> None:
+        """The demo key and missing keys: 200 only from a worker's cache, else 503.
+
+        With several clients, requests also wait behind a worker busy on a
+        lookup; they must still be answered within BOUND.
+        """
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            statuses = list(
+                pool.map(lambda n: self.get(DEMO_SECRET if n % 2 else "wrong"), range(requests_))
+            )
+        assert set(statuses) <= {200, 503}, (statuses, self.server.output[-3000:])
 
     def recovered(self, answers: int = 6) -> None:
         """Missing keys answered 403 (only the store can) by every worker in time."""
@@ -175,7 +189,7 @@ def test_preload_workers_on_their_own_connections_through_faults(
         tally.recovered()
 
         faults.pause()
-        tally.during_fault(4)
+        tally.during_fault(24, clients=4)
         faults.resume()
         tally.recovered()
         tally.check()

@@ -144,10 +144,11 @@ class KeyLookup:
         if outage is not None:
             rows = self._probe(outage, key)
         else:
+            started = time.monotonic()
             try:
-                rows = self._fetch(key, time.monotonic() + self._timeout)
+                rows = self._fetch(key, started + self._timeout)
             except StoreUnavailable as exc:
-                self._failed(exc)
+                self._failed(exc, started)
                 raise
         # MySQL and MariaDB ignore trailing spaces even under a binary
         # collation; only an exact match counts.
@@ -304,7 +305,7 @@ class KeyLookup:
         try:
             rows = self._fetch(key, now + self._timeout)
         except StoreUnavailable as exc:
-            self._failed(exc)
+            self._failed(exc, now)
             raise
         finally:
             outage.probing = False
@@ -318,10 +319,15 @@ class KeyLookup:
         )
         return rows
 
-    def _failed(self, exc: StoreUnavailable) -> None:
+    def _failed(self, exc: StoreUnavailable, started: float) -> None:
         # Starts or extends the outage, sets the 503's Retry-After and logs:
         # one traceback for the first failure, then a summary now and then.
         now = time.monotonic()
+        # A failure that took long (a silent server, a connect timeout) has
+        # already cost this worker that long: the next probe waits the
+        # longest interval, so a sync worker never runs two in a row and a
+        # request queued behind one is answered in time.
+        slow = now - started >= BACKOFF_MAX
         with self._outage_lock:
             outage = self._outage
             first = outage is None
@@ -330,11 +336,12 @@ class KeyLookup:
         with outage.lock:
             outage.failures += 1
             outage.refused += 1
-            interval = (
-                0.0
-                if outage.failures == 1
-                else min(BACKOFF_FIRST * 2 ** (outage.failures - 2), BACKOFF_MAX)
-            )
+            if slow:
+                interval = BACKOFF_MAX
+            elif outage.failures == 1:
+                interval = 0.0
+            else:
+                interval = min(BACKOFF_FIRST * 2 ** (outage.failures - 2), BACKOFF_MAX)
             outage.retry_at = now + interval
             outage.last_error = str(exc)
             if not first:

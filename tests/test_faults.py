@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from flask_basic_gate import BasicGate
@@ -286,3 +286,28 @@ def test_mariadb_key_the_charset_cannot_carry_is_403(
     response = client.get("/thing", headers=basic_auth_headers(key, "secret"))
     assert response.status_code == 403, response.get_data(as_text=True)
     assert response.get_json()["errorCode"] == "invalid-credentials"
+
+
+# -- the app's own queries -----------------------------------------------------------
+
+SLEEP = {"postgresql": "SELECT pg_sleep(1.5)", "mariadb": "SELECT SLEEP(1.5)"}
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_app_queries_are_not_bound_by_the_store_timeout(
+    app_factory: AppFactory, tmp_path: Any, backend: str
+) -> None:
+    # Only connects and the gate's own lookups get the store timeout: the
+    # app's longer queries, on new and on pooled connections, still run.
+    app = app_factory({"BASIC_GATE_STORE_TIMEOUT": 1}, url=backend_url(backend, tmp_path))
+    provision(app, *CACHED)
+    client = app.test_client()
+    assert client.get("/thing", headers=basic_auth_headers(*CACHED)).status_code == 200
+    db = app.extensions["sqlalchemy"]
+    with app.app_context():
+        db.engine.dispose()
+        for _ in range(2):
+            db.session.execute(text(SLEEP[backend])).all()
+            db.session.commit()
+        db.session.remove()
+    assert client.get("/thing", headers=basic_auth_headers(*COLD[0])).status_code == 403

@@ -3,7 +3,9 @@
 Run it with ``flask --app example_app run``: with no setting at all it keeps
 its keys in a SQLite file in Flask's instance folder and, on the first start,
 provisions the demo key ``criticalmix`` of package ``members`` (its secret is
-in the README). Settings come from the environment through
+in the README). It starts whatever the state of its database: one that
+cannot be reached is provisioned by the first request after it answers,
+and until then protected routes answer 503. Settings come from the environment through
 :meth:`flask.Config.from_prefixed_env`, for example
 ``FLASK_SQLALCHEMY_DATABASE_URI=postgresql+psycopg://...`` or
 ``FLASK_BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE=true``.
@@ -61,9 +63,9 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     gate.init_app(app)
 
     from . import views
-    from .provision import provision
+    from .provision import start
 
     app.register_blueprint(views.bp)
     views.register_error_handlers(app)
-    provision(app)
+    start(app)
     return app

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -305,3 +308,51 @@ def test_member_report_is_reserved_for_the_reports_package(app: Flask) -> None:
     assert ok.status_code == 200
     assert ok.get_json() == {"members": len(MEMBERS)}
     assert client.get("/api/v2/reports/members").status_code == 401
+
+
+# -- starting without a database -----------------------------------------------------
+
+
+def test_starts_without_its_database_then_serves_when_it_answers(
+    make_app: MakeApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQLite cannot open a file in a folder that does not exist yet: the
+    # database is unreachable until the folder is made.
+    folder = tmp_path / "later"
+    with caplog.at_level(logging.WARNING):
+        app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{folder / 'example.sqlite'}")
+    [line] = [r for r in caplog.records if r.name == app.logger.name]
+    assert "not reachable at start" in line.getMessage()
+    assert line.exc_info is None and "\n" not in line.getMessage()
+    client = app.test_client()
+    response = client.get(MEMBER_URL, headers=DEMO)
+    assert response.status_code == 503
+    assert response.get_json()["errorCode"] == "gate-unavailable"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert client.get("/health").status_code == 200
+
+    folder.mkdir()
+    deadline = time.monotonic() + 5
+    while (response := client.get(MEMBER_URL, headers=DEMO)).status_code != 200:
+        assert response.status_code == 503, response.get_data(as_text=True)
+        assert time.monotonic() < deadline, "the example app did not become ready"
+        time.sleep(0.05)
+    assert response.get_json() == M0001
+    assert keys(app) == [("criticalmix", "members", "active")]
+
+
+def test_cli_help_needs_no_database(tmp_path: Path) -> None:
+    # Nothing listens on port 1: a start that tried would log the failure.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("FLASK_")}
+    env["FLASK_SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "example_app", "basic-gate", "--help"],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+    assert result.stderr == ""

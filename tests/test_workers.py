@@ -28,7 +28,7 @@ from flask_basic_gate import BasicGate
 from flask_basic_gate.revocation import TRUST_WINDOW
 
 from .conftest import FAST_KDF, backend_url
-from .serverutil import RedisServer, ServerProcess, child_env, gunicorn
+from .serverutil import RedisServer, ServerProcess, child_env, gunicorn_run
 from .workerapp import WORKER_PATH
 
 pytestmark = pytest.mark.server
@@ -195,7 +195,9 @@ def deploy(
             store = BasicGate.state().store
             store.create_package("members", quota=quota)
             new = store.create_key("members")
-        with gunicorn(ROOT, "tests.workerapp:create_app()", WORKERS, env, ["--preload"]) as server:
+        with gunicorn_run(
+            "tests.workerapp:create_app()", ["--preload"], env, workers=WORKERS
+        ) as server:
             yield Deployment(server, env, new.key, new.secret)
     finally:
         BasicGate.state(app).revocation.close()

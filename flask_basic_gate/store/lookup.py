@@ -6,13 +6,26 @@ session is made on the request path. A few pooled connections
 (``BASIC_GATE_LOOKUP_CONNECTIONS``) stay checked out between lookups, in
 autocommit, so a lookup skips the pool's checkout and rollback. A forked
 child never touches its parent's connections.
+
+Every lookup is bounded by ``BASIC_GATE_STORE_TIMEOUT``: the drivers' own
+connect timeouts are set when the app set none, PostgreSQL's
+``statement_timeout`` and SQLite's busy timeout on the kept connections,
+and one watchdog thread per process shuts down the socket of a lookup still
+waiting at its deadline (a server that accepts and then says nothing). After
+a failure the store backs off: requests are refused at once for a short,
+growing interval, then one request probes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import math
 import os
+import socket
+import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterator
@@ -23,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 from ..config import Settings
-from ..errors import StoreUnavailable
+from ..errors import UNAVAILABLE_RETRY_AFTER, StoreUnavailable
 from ..models import Models
 from ..records import KeyRecord, SecretRecord, effective_plan
 
@@ -33,6 +46,17 @@ logger = logging.getLogger("flask_basic_gate")
 
 #: Longest key the tables hold; a longer one cannot exist, so it is never queried.
 MAX_KEY_LENGTH = 255
+
+#: Back-off after a failed lookup: the next request may probe at once (a
+#: passing glitch costs one 503), then the interval starts here and doubles
+#: after each failed probe up to the last. Short, so service returns within
+#: about a second of the database.
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 1.0
+#: Seconds between the one-line summaries logged during an outage.
+SUMMARY_INTERVAL = 5.0
+#: How often the watchdog looks at the lookups in flight.
+WATCHDOG_TICK = 0.1
 
 
 def _posix(when: Optional[dt.datetime]) -> Optional[float]:
@@ -88,6 +112,7 @@ class KeyLookup:
             .where(key_t.c.key == bindparam("key"))
         )
         self._prepared: Optional[tuple[str, bool, list[Any], type[Exception]]] = None
+        self._timeout = settings.store_timeout
         # Connections kept checked out between lookups. They go back to the
         # pool when the engine is disposed or the store is collected; a
         # forked child never touches its parent's (see _forget_after_fork).
@@ -97,8 +122,13 @@ class KeyLookup:
         # SingletonThreadPool share a connection with the app's own sessions.
         self._can_hold = isinstance(engine.pool, QueuePool)
         dialect = engine.dialect
+        self._mysql = dialect.name in ("mysql", "mariadb")
+        #: The outage in progress, or ``None`` while the store answers.
+        self._outage: Optional[_Outage] = None
+        self._outage_lock = threading.Lock()
         weakref.finalize(self, _release_all, self._held, dialect)
         event.listen(engine, "engine_disposed", _on_dispose(self._held))
+        _bound_connects(engine, self._timeout)
         _LOOKUPS.add(self)
 
     # -- reading ---------------------------------------------------------
@@ -106,16 +136,27 @@ class KeyLookup:
     def lookup(self, key: str) -> Optional[KeyRecord]:
         """The key and its secrets, or ``None`` when there is no such key.
 
-        :raises StoreUnavailable: when the database cannot be read.
+        Takes at most ``BASIC_GATE_STORE_TIMEOUT`` seconds (plus the
+        watchdog's tick). After a failure, lookups are refused at once for a
+        short, growing interval, then one lookup probes the database.
+
+        :raises StoreUnavailable: when the database cannot be read in time,
+            or the store is backing off after a failure; its
+            ``retry_after`` is the 503's ``Retry-After``.
         """
         if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key:
             # Cannot be stored, and PostgreSQL rejects NUL in a query.
             return None
-        try:
-            rows = self._fetch(key)
-        except StoreUnavailable:
-            logger.exception("Key store unavailable; refusing the request (fail closed).")
-            raise
+        outage = self._outage
+        if outage is not None:
+            rows = self._probe(outage, key)
+        else:
+            started = time.monotonic()
+            try:
+                rows = self._fetch(key, started + self._timeout)
+            except StoreUnavailable as exc:
+                self._failed(exc, started)
+                raise
         # MySQL and MariaDB ignore trailing spaces even under a binary
         # collation; only an exact match counts.
         rows = [row for row in rows if row[1] == key]
@@ -140,7 +181,7 @@ class KeyLookup:
             plan=effective_plan(*first[12:19]),
         )
 
-    def _fetch(self, key: str, *, retry: bool = True) -> list[Any]:
+    def _fetch(self, key: str, deadline: float, *, retry: bool = True) -> list[Any]:
         # The hot path runs the prebuilt statement, compiled once for this
         # dialect, on a DBAPI connection from the pool: a third of the cost of
         # Connection.execute, and the same SQL. Result processors (SQLite
@@ -151,33 +192,58 @@ class KeyLookup:
         try:
             conn = held.pop()
         except IndexError:
-            conn = self._checkout(dbapi_error)
-        disconnected = False
+            conn = self._checkout(dbapi_error, deadline)
+        cut = conn.info.get(_CUT)
+        if cut is not None:
+            if _WATCHDOG.thread is None:
+                _WATCHDOG.start()
+            _WATCHDOG.waiting[conn] = (deadline, cut)
         try:
-            cursor = conn.cursor()
-            try:
-                cursor.execute(sql, (key,) if positional else {"key": key})
-                raw = cursor.fetchall()
-            finally:
-                cursor.close()
+            if self._mysql and not key.isascii() and _unsendable(conn.dbapi_connection, key):
+                # The connection's character set cannot carry this key
+                # (MySQL's 3-byte utf8 and a character past U+FFFF), so no
+                # row can match it; the server would refuse the query.
+                raw: Any = ()
+            else:
+                cursor = conn.cursor()
+                try:
+                    cursor.execute(sql, (key,) if positional else {"key": key})
+                    raw = cursor.fetchall()
+                finally:
+                    cursor.close()
         except dbapi_error as exc:
+            cut_off = cut is not None and not _WATCHDOG.finish(conn)
             # A pooled connection the server dropped (a restart, a failover)
             # is thrown away and the lookup tried once on a fresh one, as
-            # SQLAlchemy's own Connection would; any other error fails closed.
-            disconnected = self.engine.dialect.is_disconnect(
+            # SQLAlchemy's own Connection would; any other error fails closed,
+            # and so does a lookup the watchdog cut off.
+            disconnected = not cut_off and self.engine.dialect.is_disconnect(
                 cast(Any, exc), conn.dbapi_connection, None
             )
             conn.invalidate(exc)
             conn.close()
-            if not (disconnected and retry):
+            if cut_off:
+                raise StoreUnavailable(
+                    f"the key store did not answer within {self._timeout:g} s"
+                ) from exc
+            if not (disconnected and retry and time.monotonic() < deadline):
                 raise StoreUnavailable(
                     f"the key store could not be read: {type(exc).__name__}"
                 ) from exc
-            return self._fetch(key, retry=False)
+            return self._fetch(key, deadline, retry=False)
         except BaseException:
-            _release(conn, self.engine.dialect)
+            if cut is not None and not _WATCHDOG.finish(conn):
+                conn.invalidate()
+                conn.close()
+            else:
+                _release(conn, self.engine.dialect)
             raise
-        if conn.info.get(_AUTOCOMMIT) and len(held) < self.settings.lookup_connections:
+        if cut is not None and not _WATCHDOG.finish(conn):
+            # The answer came as the watchdog cut the connection off: the
+            # answer stands, the connection does not.
+            conn.invalidate()
+            conn.close()
+        elif conn.info.get(_AUTOCOMMIT) and len(held) < self.settings.lookup_connections:
             held.append(conn)
         else:
             _release(conn, self.engine.dialect)
@@ -189,7 +255,7 @@ class KeyLookup:
             for row in raw
         ]
 
-    def _checkout(self, dbapi_error: type[Exception]) -> PoolProxiedConnection:
+    def _checkout(self, dbapi_error: type[Exception], deadline: float) -> PoolProxiedConnection:
         # A connection that will be held runs in autocommit: between lookups
         # it sits in no transaction, so it holds no locks and no snapshot,
         # and every lookup sees the latest commit (a revoked key at once).
@@ -197,26 +263,111 @@ class KeyLookup:
             conn = self.engine.raw_connection()
         except (SQLAlchemyError, dbapi_error) as exc:
             raise StoreUnavailable(f"the key store is unreachable: {type(exc).__name__}") from exc
+        dbapi_connection = conn.dbapi_connection
+        cut = _cutter(dbapi_connection)
+        conn.info[_CUT] = cut
         if self._can_hold and len(self._held) < self.settings.lookup_connections:
+            # A connection made by the app may have gone silent in the pool.
+            if cut is not None:
+                if _WATCHDOG.thread is None:
+                    _WATCHDOG.start()
+                _WATCHDOG.waiting[conn] = (deadline, cut)
             try:
-                self.engine.dialect.set_isolation_level(
-                    cast(Any, conn.dbapi_connection), "AUTOCOMMIT"
+                self.engine.dialect.set_isolation_level(cast(Any, dbapi_connection), "AUTOCOMMIT")
+                restore = _bound_statements(
+                    self.engine.dialect.name, dbapi_connection, self._timeout
                 )
             except (SQLAlchemyError, dbapi_error) as exc:
+                if cut is not None:
+                    _WATCHDOG.finish(conn)
                 conn.invalidate(exc)
                 conn.close()
                 raise StoreUnavailable(
                     f"the key store is unreachable: {type(exc).__name__}"
                 ) from exc
+            if cut is not None and not _WATCHDOG.finish(conn):
+                conn.invalidate()
+                conn.close()
+                raise StoreUnavailable(f"the key store did not answer within {self._timeout:g} s")
             conn.info[_AUTOCOMMIT] = True
+            if restore is not None:
+                conn.info[_RESTORE] = restore
         return conn
+
+    # -- outages ---------------------------------------------------------
+
+    def _probe(self, outage: _Outage, key: str) -> list[Any]:
+        # During an outage one request at a time, and none before the back-off
+        # interval is over, tries the database; the others are refused
+        # without dialling, so a dead or silent server costs them nothing.
+        now = time.monotonic()
+        with outage.lock:
+            if outage.probing or now < outage.retry_at:
+                outage.refused += 1
+                outage.summarise(now)
+                raise StoreUnavailable(
+                    "the key store is unavailable (backing off)",
+                    retry_after=max(UNAVAILABLE_RETRY_AFTER, math.ceil(outage.retry_at - now)),
+                )
+            outage.probing = True
+        try:
+            rows = self._fetch(key, now + self._timeout)
+        except StoreUnavailable as exc:
+            self._failed(exc, now)
+            raise
+        finally:
+            outage.probing = False
+        with self._outage_lock:
+            if self._outage is outage:
+                self._outage = None
+        logger.warning(
+            "Key store available again after %.1f s; %d requests were refused meanwhile.",
+            time.monotonic() - outage.since,
+            outage.refused_total + outage.refused,
+        )
+        return rows
+
+    def _failed(self, exc: StoreUnavailable, started: float) -> None:
+        # Starts or extends the outage, sets the 503's Retry-After and logs:
+        # one traceback for the first failure, then a summary now and then.
+        now = time.monotonic()
+        # A failure that took long (a silent server, a connect timeout) has
+        # already cost this worker that long: the next probe waits the
+        # longest interval, so a sync worker never runs two in a row and a
+        # request queued behind one is answered in time.
+        slow = now - started >= BACKOFF_MAX
+        with self._outage_lock:
+            outage = self._outage
+            first = outage is None
+            if outage is None:
+                outage = self._outage = _Outage(now)
+        with outage.lock:
+            outage.failures += 1
+            outage.refused += 1
+            if slow:
+                interval = BACKOFF_MAX
+            elif outage.failures == 1:
+                interval = 0.0
+            else:
+                interval = min(BACKOFF_FIRST * 2 ** (outage.failures - 2), BACKOFF_MAX)
+            outage.retry_at = now + interval
+            outage.last_error = str(exc)
+            if not first:
+                outage.summarise(now)
+        exc.retry_after = max(UNAVAILABLE_RETRY_AFTER, math.ceil(interval))
+        if first:
+            logger.error(
+                "Key store unavailable; requests that need it get 503 until it answers"
+                " (fail closed).",
+                exc_info=exc,
+            )
 
     def release_connections(self) -> None:
         """Give the connections kept for lookups back to the pool.
 
         The store closes them itself when the engine is disposed; call this
-        to free them sooner, for example before forking. The next lookup
-        checks one out again.
+        to free them sooner. The next lookup checks one out again. (A forked
+        child needs no call: it drops whatever it inherited.)
 
         .. versionadded:: 0.1
         """
@@ -236,22 +387,241 @@ class KeyLookup:
         return self._prepared
 
 
+class _Outage:
+    """Back-off and log state of one store while its database fails."""
+
+    def __init__(self, now: float) -> None:
+        self.lock = threading.Lock()
+        self.since = now
+        self.failures = 0
+        self.retry_at = now
+        self.probing = False
+        #: Refused since the last summary, and before it.
+        self.refused = 0
+        self.refused_total = 0
+        self.logged_at = now
+        self.last_error = ""
+
+    def summarise(self, now: float) -> None:
+        # Called under self.lock: at most one line every SUMMARY_INTERVAL.
+        if now - self.logged_at < SUMMARY_INTERVAL:
+            return
+        logger.warning(
+            "Key store still unavailable after %.0f s: %d requests refused in the last %.0f s"
+            " (last error: %s).",
+            now - self.since,
+            self.refused,
+            now - self.logged_at,
+            self.last_error,
+        )
+        self.refused_total += self.refused
+        self.refused = 0
+        self.logged_at = now
+
+
+class _Watchdog:
+    """One thread per process that cuts off lookups still waiting at their deadline.
+
+    A lookup registers its connection with a deadline and a function that
+    cuts the connection (shuts its socket down, so the driver's blocked
+    read fails at once): one dict write, no timer per lookup.
+    """
+
+    def __init__(self) -> None:
+        #: connection -> (deadline, cut): the lookups in flight.
+        self.waiting: dict[Any, tuple[float, Callable[[], None]]] = {}
+        # Held while cutting: a lookup that finds itself cut off waits for
+        # the cut to end before closing its connection, so the socket's
+        # number cannot be reused by another in between.
+        self.cutting = threading.Lock()
+        self.starting = threading.Lock()
+        self.thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        with self.starting:
+            if self.thread is None:
+                thread = threading.Thread(
+                    target=self._run, name="flask-basic-gate-watchdog", daemon=True
+                )
+                thread.start()
+                self.thread = thread
+
+    def finish(self, conn: Any) -> bool:
+        """Unregister; ``False`` when the watchdog cut ``conn`` off first."""
+        if self.waiting.pop(conn, None) is not None:
+            return True
+        with self.cutting:
+            return False
+
+    def _run(self) -> None:
+        waiting = self.waiting
+        while True:
+            time.sleep(WATCHDOG_TICK)
+            if not waiting:
+                continue
+            now = time.monotonic()
+            for conn, (deadline, cut) in list(waiting.items()):
+                if deadline > now:
+                    continue
+                with self.cutting:
+                    if waiting.pop(conn, None) is None:
+                        continue  # it finished meanwhile
+                    try:
+                        cut()
+                    except Exception:  # whatever the driver raises; the lookup fails closed anyway
+                        logger.debug("Could not cut off a key lookup.", exc_info=True)
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _shutdown_fd(fd: int) -> None:
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return  # already closed
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected any more: nothing left to cut
+    finally:
+        sock.close()
+
+
+def _shutdown_socket(sock: socket.socket) -> None:
+    # OSError: closed or not connected, nothing left to cut.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _cutter(dbapi_connection: Any) -> Optional[Callable[[], None]]:
+    """How the watchdog cuts a driver's connection off, or ``None`` when it cannot."""
+    pgconn = getattr(dbapi_connection, "pgconn", None)  # psycopg 3
+    if pgconn is not None:
+        fd = pgconn.socket
+        return lambda: _shutdown_fd(fd)
+    sock = getattr(dbapi_connection, "_sock", None)  # PyMySQL
+    if isinstance(sock, socket.socket):
+        return lambda: _shutdown_socket(sock)
+    interrupt = getattr(dbapi_connection, "interrupt", None)  # sqlite3
+    if callable(interrupt):
+        return cast(Callable[[], None], interrupt)
+    fileno = getattr(dbapi_connection, "fileno", None)  # psycopg2
+    if callable(fileno):
+        fd = fileno()
+        return lambda: _shutdown_fd(fd)
+    return None
+
+
+def _bound_statements(dialect_name: str, dbapi_connection: Any, timeout: float) -> Optional[str]:
+    """Bound a kept connection's statements on the server; the SQL that undoes it."""
+    ms = max(1, int(timeout * 1000))
+    cursor = dbapi_connection.cursor()
+    try:
+        if dialect_name == "postgresql":
+            # The server cancels a lookup stuck behind a lock (a migration's
+            # ACCESS EXCLUSIVE) and the connection stays usable.
+            cursor.execute(f"SET statement_timeout = {ms}")
+            return "RESET statement_timeout"
+        if dialect_name == "sqlite":
+            # A writer's exclusive lock makes readers wait; the default is
+            # 5 s and interrupt() does not end the wait.
+            cursor.execute("PRAGMA busy_timeout")
+            (before,) = cursor.fetchone()
+            cursor.execute(f"PRAGMA busy_timeout = {ms}")
+            return f"PRAGMA busy_timeout = {int(before)}"
+        return None
+    finally:
+        cursor.close()
+
+
+#: Engines whose connects the store already bounds.
+_BOUND: weakref.WeakSet[Engine] = weakref.WeakSet()
+#: Marks (in a connection record's ``info``) a PyMySQL connection whose read
+#: timeout was set only to bound the handshake.
+_HANDSHAKE = "flask_basic_gate.handshake"
+
+
+def _bound_connects(engine: Engine, timeout: float) -> None:
+    # The drivers wait for a server forever by default (PyMySQL's handshake
+    # after the TCP connect, psycopg without connect_timeout): give every
+    # connect of the engine the store timeout unless the app set its own.
+    if engine in _BOUND:
+        return
+    _BOUND.add(engine)
+    driver = engine.dialect.driver
+
+    def do_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        if driver in ("psycopg", "psycopg2"):
+            if "connect_timeout" not in cparams and not any(
+                "connect_timeout" in str(a) for a in cargs
+            ):
+                # libpq counts whole seconds and never less than 2.
+                cparams["connect_timeout"] = max(2, math.ceil(timeout))
+        elif driver == "pymysql":
+            cparams.setdefault("connect_timeout", timeout)
+            if "read_timeout" not in cparams:
+                cparams["read_timeout"] = timeout
+                record.info[_HANDSHAKE] = True
+        elif driver == "mysqldb":
+            cparams.setdefault("connect_timeout", max(1, math.ceil(timeout)))
+
+    def connected(dbapi_connection: Any, record: Any) -> None:
+        # The read timeout bounded the handshake only: the app's own queries
+        # keep PyMySQL's default (none); lookups have the watchdog.
+        if record.info.pop(_HANDSHAKE, False):
+            dbapi_connection._read_timeout = None
+
+    event.listen(engine, "do_connect", do_connect)
+    event.listen(engine, "connect", connected)
+
+
+def _unsendable(dbapi_connection: Any, key: str) -> bool:
+    """Whether a MySQL connection's character set cannot carry ``key``."""
+    charset = getattr(dbapi_connection, "charset", None)  # PyMySQL
+    if charset is None:
+        name = getattr(dbapi_connection, "character_set_name", None)  # mysqlclient
+        charset = name() if callable(name) else None
+    if not isinstance(charset, str) or charset.startswith("utf8mb4"):
+        return False
+    if charset in ("utf8", "utf8mb3"):
+        return any(ord(char) > 0xFFFF for char in key)
+    encoding = getattr(dbapi_connection, "encoding", None) or charset
+    try:
+        key.encode(encoding)
+    except UnicodeEncodeError:
+        return True
+    except LookupError:
+        return False  # a character set Python does not know: let the server judge
+    return False
+
+
 #: Marks (in ``PoolProxiedConnection.info``) a connection the store switched
 #: to autocommit; its isolation level is reset before it goes back.
 _AUTOCOMMIT = "flask_basic_gate.autocommit"
+#: The SQL that undoes the store's statement bound on a kept connection.
+_RESTORE = "flask_basic_gate.restore"
+#: How the watchdog cuts the connection off (see _cutter).
+_CUT = "flask_basic_gate.cut"
 
 #: Every lookup path, to drop held connections in a forked child.
 _LOOKUPS: weakref.WeakSet[KeyLookup] = weakref.WeakSet()
-#: Held connections a forked child inherited: never used and never given
-#: back, since either would talk over the parent's socket or file handle.
-#: Kept referenced so that garbage collection does not give them back
-#: while the child runs (as with any pooled connection a child inherits,
-#: SQLAlchemy may still reset them when the child exits).
-_INHERITED: list[PoolProxiedConnection] = []
+#: What a forked child inherited: the held connections and the engines'
+#: pools. Never used and never given back, since either would talk over
+#: the parent's socket or file handle; kept referenced so that garbage
+#: collection does not close them while the child runs.
+_INHERITED: list[Any] = []
 
 
 def _release(conn: PoolProxiedConnection, dialect: Any) -> None:
     try:
+        restore = conn.info.pop(_RESTORE, None)
+        if restore is not None:
+            cursor = cast(Any, conn.dbapi_connection).cursor()
+            try:
+                cursor.execute(restore)
+            finally:
+                cursor.close()
         if conn.info.pop(_AUTOCOMMIT, False):
             dialect.reset_isolation_level(conn.dbapi_connection)
     except Exception:  # whatever the driver raises: close it rather than reuse it
@@ -288,9 +658,23 @@ def _on_dispose(held: deque[PoolProxiedConnection]) -> Callable[[Engine], None]:
 
 
 def _forget_after_fork() -> None:
+    # Whatever the parent did (gunicorn --preload, an app factory that
+    # queried), the child starts with no connection of its parent: the held
+    # ones are set aside first (so the dispose listener has nothing to
+    # close over the parent's socket), then each engine gets a fresh pool
+    # with the parent's left untouched, as SQLAlchemy documents for fork.
+    global _WATCHDOG
+    _WATCHDOG = _Watchdog()
+    engines: dict[int, Engine] = {}
     for store in list(_LOOKUPS):
         _INHERITED.extend(store._held)
         store._held.clear()
+        store._outage = None
+        store._outage_lock = threading.Lock()
+        engines[id(store.engine)] = store.engine
+    for engine in engines.values():
+        _INHERITED.append(engine.pool)
+        engine.dispose(close=False)
 
 
 if hasattr(os, "register_at_fork"):

@@ -625,14 +625,19 @@ def test_migration_0002_leaves_existing_rows_unlimited(database_url: str) -> Non
     db = SQLAlchemy(app)
     BasicGate(app, db)
     created = dt.datetime(2026, 1, 1)
+    # Typed, so SQLAlchemy writes the datetime itself (sqlite3's own adapter
+    # is deprecated from Python 3.12 on).
     packages = sa.table(
-        "basic_gate_package", sa.column("id"), sa.column("name"), sa.column("created_at")
+        "basic_gate_package",
+        sa.column("id"),
+        sa.column("name"),
+        sa.column("created_at", sa.DateTime),
     )
     keys = sa.table(
         "basic_gate_key",
         sa.column("key"),
         sa.column("status"),
-        sa.column("created_at"),
+        sa.column("created_at", sa.DateTime),
         sa.column("package_id"),
     )
     with app.app_context():

@@ -550,6 +550,7 @@ def _bound_connects(engine: Engine, timeout: float) -> None:
         return
     _BOUND.add(engine)
     driver = engine.dialect.driver
+    owned: list[bool] = []
 
     def do_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
         if driver in ("psycopg", "psycopg2"):
@@ -560,8 +561,11 @@ def _bound_connects(engine: Engine, timeout: float) -> None:
                 cparams["connect_timeout"] = max(2, math.ceil(timeout))
         elif driver == "pymysql":
             cparams.setdefault("connect_timeout", timeout)
-            if "read_timeout" not in cparams:
+            # SQLAlchemy 2.0.0 hands every connect the same dict, so what
+            # was set here once is found again: remember that it is ours.
+            if "read_timeout" not in cparams or owned:
                 cparams["read_timeout"] = timeout
+                owned[:] = [True]
                 record.info[_HANDSHAKE] = True
         elif driver == "mysqldb":
             cparams.setdefault("connect_timeout", max(1, math.ceil(timeout)))

@@ -71,7 +71,7 @@ def make_storage(redis_url: Optional[str]) -> Storage:
         wrap_exceptions=True,
         socket_timeout=REDIS_TIMEOUT,
         socket_connect_timeout=REDIS_TIMEOUT,
-        retry=Retry(NoBackoff(), 0),  # type: ignore[arg-type]
+        retry=Retry(NoBackoff(), 0),  # type: ignore[arg-type,unused-ignore]
     )
 
 
@@ -112,7 +112,9 @@ def _local_counters_class() -> type[Storage]:
         def base_exceptions(self) -> type[Exception]:
             return RuntimeError  # nothing here fails like a server
 
-        def incr(self, key: str, expiry: int, amount: int = 1, **legacy: bool) -> int:
+        def incr(  # type: ignore[override,unused-ignore]  # limits 4 has elastic_expiry
+            self, key: str, expiry: int, amount: int = 1, **legacy: bool
+        ) -> int:
             # limits 4 passes elastic_expiry too (a sliding expiry, unused here).
             elastic_expiry = legacy.get("elastic_expiry", False)
             now = time.time()

@@ -78,9 +78,10 @@ LOOKUP_CONNECTIONS = "BASIC_GATE_LOOKUP_CONNECTIONS"
 #: library's notation (``"10/minute"``, ``"5/minute;50/hour"``); ``"off"``
 #: turns the throttle off.
 FAILURE_LIMIT = "BASIC_GATE_FAILURE_LIMIT"
-#: Seconds of key-derivation work (scrypt, PBKDF2) one process may spend per
-#: second verifying person-chosen secrets (0.1: a tenth of a core); past it
-#: the gate answers 429 at once instead of queueing work. ``"off"``: no bound.
+#: Seconds of key-derivation work (scrypt, PBKDF2) one process may waste per
+#: second on person-chosen secrets that did not match (0.02: a fiftieth of a
+#: core); past it a request that needs a KDF is answered 429 at once instead
+#: of queueing work. ``"off"``: no bound.
 KDF_BUDGET = "BASIC_GATE_KDF_BUDGET"
 #: Seconds a key lookup may take before it is abandoned and the request
 #: answered 503 ``gate-unavailable``.
@@ -116,7 +117,7 @@ DEFAULTS: dict[str, Any] = {
     CACHE_TTL: 30,
     LOOKUP_CONNECTIONS: 1,
     FAILURE_LIMIT: "10/minute",
-    KDF_BUDGET: 0.1,
+    KDF_BUDGET: 0.02,
     STORE_TIMEOUT: 3,
     REDIS_URL: None,
     RATE_LIMIT_HEADERS: False,

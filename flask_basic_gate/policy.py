@@ -78,6 +78,9 @@ from .throttle import FailureThrottle, KdfBudget, make_storage
 
 __all__ = ["GatePolicy"]
 
+#: Most keys remembered as needing a KDF for every secret.
+_MAX_KDF_KEYS = 10_000
+
 _PROBLEMS = {
     HeaderProblem.MISSING: AUTHORIZATION_REQUIRED,
     HeaderProblem.NOT_BASIC: BASIC_REQUIRED,
@@ -138,7 +141,10 @@ class GatePolicy:
         #: Tells other processes about changes and hears theirs; set by
         #: ``init_app`` (this process only, by default).
         self.revocation: Revocation = Revocation()
+        # Keys whose live secrets all need a KDF, as last read (an ordered set).
+        self._kdf_keys: dict[str, None] = {}
         store.on_change.append(cache.evict_key)
+        store.on_change.append(self._forget_kdf_key)
 
     def authenticate(
         self, header: Optional[str], *, optional: bool = False, client: Optional[str] = None
@@ -201,10 +207,21 @@ class GatePolicy:
         generation = self.cache.generation(key)
         record = None
         if secret and not has_control_character(key) and not has_control_character(secret):
+            budget = self.kdf_budget
+            if budget is not None and key in self._kdf_keys and not budget.available():
+                # Every secret of this key needs a KDF and there is no budget
+                # for one: the answer is known without reading the store.
+                if throttle is not None:
+                    throttle.failed(client, key, now)
+                raise self.failure(
+                    TOO_MANY_FAILURES, key, retry_after=budget.seconds_until_available()
+                )
             try:
                 record = self.reader.lookup(key)
             except StoreUnavailable as exc:
                 raise self.failure(GATE_UNAVAILABLE, key, retry_after=exc.retry_after) from None
+            if budget is not None:
+                self._remember_kdf_key(key, record, now)
         try:
             expires = self.verify(record, secret, now) if record is not None else None
         except GateError:
@@ -285,9 +302,10 @@ class GatePolicy:
         if not secret:
             return None
         budget = self.kdf_budget
-        for stored in record.secrets:
-            if stored.expires is not None and stored.expires <= now:
-                continue
+        live = [s for s in record.secrets if s.expires is None or s.expires > now]
+        # The cheap secrets first: a generated secret never waits on the budget.
+        live.sort(key=lambda stored: stored.method == KDF)
+        for stored in live:
             if budget is not None and stored.method == KDF:
                 if not budget.available():
                     raise self.failure(
@@ -295,7 +313,10 @@ class GatePolicy:
                     )
                 started = time.perf_counter()
                 matched = verify_secret(stored.method, stored.value, secret)
-                budget.spend(time.perf_counter() - started)
+                if not matched:
+                    # Only wasted work is charged: a match is what the KDF is
+                    # for, and its success is cached.
+                    budget.spend(time.perf_counter() - started)
             else:
                 matched = verify_secret(stored.method, stored.value, secret)
             if matched:
@@ -333,6 +354,31 @@ class GatePolicy:
             key=key,
             package=package,
         )
+
+    def _remember_kdf_key(self, key: str, record: Optional[KeyRecord], now: float) -> None:
+        live = (
+            []
+            if record is None
+            else [
+                stored
+                for stored in record.secrets
+                if stored.expires is None or stored.expires > now
+            ]
+        )
+        kdf_only = bool(live) and all(stored.method == KDF for stored in live)
+        known = self._kdf_keys
+        if not kdf_only:
+            known.pop(key, None)
+        elif key not in known:
+            if len(known) >= _MAX_KDF_KEYS:
+                try:
+                    known.pop(next(iter(known)), None)
+                except (StopIteration, RuntimeError):  # another thread changed it
+                    known.clear()
+            known[key] = None
+
+    def _forget_kdf_key(self, key: str) -> None:
+        self._kdf_keys.pop(key, None)
 
     def _throttled(self, client: str, key: str, now: float) -> GateError:
         assert self.throttle is not None

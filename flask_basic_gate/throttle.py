@@ -283,17 +283,17 @@ class FailureThrottle:
 class KdfBudget:
     """A token bucket of seconds of key-derivation work, for one process.
 
-    :param rate: seconds of work allowed per second (``0.1``: a tenth of a core).
+    :param rate: seconds of work allowed per second (``0.02``: a fiftieth of a core).
     :param burst: the most seconds of work that may be spent at once after
-        a quiet time (default: a quarter of a second, about three scrypt
-        verifications at werkzeug's default cost).
+        a quiet time (default: a tenth of a second, about one scrypt
+        verification at werkzeug's default cost).
     :param clock: a monotonic clock, for tests.
 
     .. versionadded:: 0.1
     """
 
     def __init__(
-        self, rate: float, burst: float = 0.25, clock: Callable[[], float] = time.monotonic
+        self, rate: float, burst: float = 0.1, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.rate = rate
         self.burst = max(burst, rate)

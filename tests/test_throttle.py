@@ -220,3 +220,54 @@ def test_local_counters_are_a_limits_storage(monkeypatch: pytest.MonkeyPatch) ->
     storage.clear(item.key_for("b"))
     assert storage.get(item.key_for("b")) == 0
     assert storage.reset() == 0
+
+
+def test_kdf_budget_charges_only_secrets_that_did_not_match(
+    app_factory: AppFactory, auth: Any
+) -> None:
+    app = app_factory({"BASIC_GATE_CACHE_TTL": 0, "BASIC_GATE_FAILURE_LIMIT": "off"})
+    provision(app)  # a person-chosen secret: a KDF on every request, the cache off
+    budget = BasicGate.state(app).policy.kdf_budget
+    assert budget is not None
+    clock = FakeClock()
+    budget.clock, budget._stamp, budget._tokens = clock, clock.now, budget.burst
+    for _ in range(20):
+        assert get(app, auth("criticalmix", "topsecret")).status_code == 200
+    assert budget._tokens == budget.burst  # the matches cost the budget nothing
+    budget._tokens = -1.0  # spent by wrong guesses
+    refused = get(app, auth("criticalmix", "topsecret"))
+    assert refused.get_json()["errorCode"] == "too-many-failures"
+
+
+def test_a_spent_budget_answers_a_kdf_key_without_reading_the_store(
+    app_factory: AppFactory, auth: Any
+) -> None:
+    from .conftest import QueryCounter
+
+    app = app_factory({"BASIC_GATE_FAILURE_LIMIT": "off"})
+    provision(app)
+    with app.app_context():
+        generated = BasicGate.state().store.create_key("members")
+    budget = BasicGate.state(app).policy.kdf_budget
+    assert budget is not None
+    clock = FakeClock()
+    budget.clock, budget._stamp = clock, clock.now
+    assert get(app, auth("criticalmix", "wrong")).status_code == 403  # read once
+    budget._tokens = -1.0
+    queries = QueryCounter(app)
+    try:
+        for n in range(5):
+            answer = get(app, auth("criticalmix", f"guess{n}"))
+            assert answer.get_json()["errorCode"] == "too-many-failures"
+        assert queries.count == 0
+        # A key with a generated secret is still read and verified.
+        assert get(app, auth(generated.key, generated.secret)).status_code == 200
+        assert queries.count == 1
+        # A change to the key forgets what was known of it.
+        with app.app_context():
+            BasicGate.state().store.rotate_secret("criticalmix")
+        before = queries.count  # the rotation's own queries
+        assert get(app, auth("criticalmix", "guess")).status_code == 403  # now generated
+        assert queries.count == before + 1
+    finally:
+        queries.close()

@@ -25,7 +25,7 @@ import csv
 import datetime as dt
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Callable, NamedTuple, Optional, TextIO
 
@@ -468,9 +468,7 @@ def list_keys(package: Optional[str], state: Optional[str]) -> None:
     used = _quota_used([info.key for info in keys])
     if used is not None:
         rows = [(*row, cell) for row, cell in zip(rows, ["QUOTA-USED", *used])]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    _echo_table(rows)
 
 
 _LIST_HEADER = (
@@ -484,6 +482,13 @@ _LIST_HEADER = (
     "DEVELOPER",
     "OWNER",
 )
+
+
+def _echo_table(rows: Sequence[Sequence[str]]) -> None:
+    """Print rows as columns aligned on their widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def _quota_used(keys: list[str]) -> Optional[list[str]]:
@@ -661,9 +666,7 @@ def list_packages() -> None:
         quota = "unlimited" if info.quota is None else f"{info.quota}/{info.quota_period}"
         qps = "unlimited" if info.qps is None else str(info.qps)
         rows.append((info.name, qps, quota, str(info.keys)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    _echo_table(rows)
 
 
 # -- import-keys ---------------------------------------------------------------

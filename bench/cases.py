@@ -70,7 +70,9 @@ def mmap_name(keys: int) -> str:
 def targets(big_keys: int) -> dict[str, Target]:
     """The issue's targets, by case name."""
     return {
-        WARM: Target((Bound(BARE, 1.12), Bound(HTTPAUTH, 0.85))),
+        # Issues 9 and 11 restate the warm bound against the floor of any
+        # before_request guard on a Flask-SQLAlchemy app.
+        WARM: Target((Bound(HOOK_FLOOR, 1.10),)),
         WARM_REDIS: Target((Bound(HOOK_FLOOR, 1.10),)),
         COLD_1K: Target((Bound(BARE, 2.0),)),
         cold_name(big_keys): Target((Bound(BARE, 2.0), Bound(COLD_1K, 1.10, 0.90))),

@@ -8,6 +8,7 @@ can restyle it with ``@app.errorhandler(GateError)`` (or by status code).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from typing import Any, Optional
@@ -98,6 +99,7 @@ MASHERY_CODES = {
 UNAVAILABLE_RETRY_AFTER = 1
 
 
+@functools.lru_cache(maxsize=64)
 def error_body(error_code: str, message: str) -> str:
     """The gateway's JSON error body, for the app's own errors to match.
 

@@ -174,8 +174,10 @@ class FailureThrottle:
 
     def __init__(self, limit: str, storage: Storage) -> None:
         from limits import parse_many
+        from limits.errors import StorageError
         from limits.strategies import FixedWindowRateLimiter
 
+        self._storage_error = StorageError
         self.items = parse_many(limit)
         #: The limiter in use: on ``storage``, or on this process's memory
         #: while ``storage`` fails.
@@ -230,15 +232,13 @@ class FailureThrottle:
     def _count(self, method: str, item: RateLimitItem, client: str, key: str) -> Any:
         """Call the limiter's ``method`` for the pair: the shared limiter's,
         or the local one's while the shared storage fails."""
-        from limits.errors import StorageError
-
         limiter = self.limiter
         shared = self._shared
         if limiter is not shared and time.monotonic() >= self._retry_shared_at:
             limiter = shared
         try:
             result = getattr(limiter, method)(item, _NAMESPACE, client, key)
-        except StorageError as exc:
+        except self._storage_error as exc:
             if limiter is not shared:
                 raise
             return getattr(self._fall_back(exc), method)(item, _NAMESPACE, client, key)
@@ -248,13 +248,12 @@ class FailureThrottle:
         return result
 
     def _fall_back(self, exc: BaseException) -> FixedWindowRateLimiter:
-        from limits.storage import MemoryStorage
         from limits.strategies import FixedWindowRateLimiter
 
         with self._lock:
             self._retry_shared_at = time.monotonic() + SHARED_RETRY
             if self._local is None:
-                self._local = FixedWindowRateLimiter(MemoryStorage())
+                self._local = FixedWindowRateLimiter(local_counters())
             if self.limiter is not self._local:
                 self.limiter = self._local
                 logger.warning(

@@ -153,13 +153,13 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@contextmanager
-def flask_run(
-    cwd: Path, args: Sequence[str] = (), env: Optional[Mapping[str, str]] = None
-) -> Iterator[ServerProcess]:
-    """``python -m flask --app example_app run --port 0`` in ``cwd``."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "example_app", "run", "--port", "0", *args],
+def _start(
+    module_args: Sequence[str], cwd: Path, env: Optional[Mapping[str, str]]
+) -> subprocess.Popen[str]:
+    """``python -m MODULE ARGS`` in ``cwd``, its output (stdout and stderr
+    together) readable as text, without standard input."""
+    return subprocess.Popen(
+        [sys.executable, "-m", *module_args],
         cwd=cwd,
         env=dict(env) if env is not None else child_env(),
         stdin=subprocess.DEVNULL,
@@ -168,6 +168,14 @@ def flask_run(
         text=True,
         encoding="utf-8",
     )
+
+
+@contextmanager
+def flask_run(
+    cwd: Path, args: Sequence[str] = (), env: Optional[Mapping[str, str]] = None
+) -> Iterator[ServerProcess]:
+    """``python -m flask --app example_app run --port 0`` in ``cwd``."""
+    process = _start(["flask", "--app", "example_app", "run", "--port", "0", *args], cwd, env)
     server = ServerProcess(process)
     try:
         server.wait_until_listening()
@@ -204,10 +212,8 @@ def gunicorn_run(
     test fails.
     """
     more = ["--workers", str(workers)] if workers is not None else []
-    process = subprocess.Popen(
+    process = _start(
         [
-            sys.executable,
-            "-m",
             "gunicorn",
             "--bind",
             "127.0.0.1:0",
@@ -218,13 +224,8 @@ def gunicorn_run(
             *args,
             app,
         ],
-        cwd=Path(__file__).resolve().parents[1],
-        env=dict(env) if env is not None else child_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
+        Path(__file__).resolve().parents[1],
+        env,
     )
     server = ServerProcess(process, _GUNICORN_LISTENING)
     try:

@@ -31,6 +31,8 @@ from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
+from .records import ACTIVE, DISABLED
+
 __all__ = [
     "ACTIVE",
     "DISABLED",
@@ -40,11 +42,6 @@ __all__ = [
     "PackageMixin",
     "get_models",
 ]
-
-#: Status of a key that may be used.
-ACTIVE = "active"
-#: Status of a key switched off by an administrator.
-DISABLED = "disabled"
 
 PACKAGE_TABLE = "basic_gate_package"
 KEY_TABLE = "basic_gate_key"

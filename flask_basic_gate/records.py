@@ -6,9 +6,54 @@ gate's tables returns, made once per lookup and safe to keep in a cache.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import datetime as dt
+from typing import NamedTuple, Optional, TypeVar
 
-__all__ = ["KeyRecord", "Plan", "SecretRecord", "effective_plan"]
+__all__ = [
+    "ACTIVE",
+    "DISABLED",
+    "EXPIRED",
+    "NOT_YET_VALID",
+    "KeyRecord",
+    "Plan",
+    "SecretRecord",
+    "effective_plan",
+    "is_live",
+    "key_state",
+]
+
+#: A key's stored status that lets it authenticate.
+ACTIVE = "active"
+#: A key's stored status that refuses it (``disable-key``).
+DISABLED = "disabled"
+#: Effective states of an active key outside its validity window.
+EXPIRED = "expired"
+NOT_YET_VALID = "not-yet-valid"
+
+
+#: A point in time: POSIX seconds on the request path, naive UTC datetimes
+#: in the administration API. The rules below hold for either.
+When = TypeVar("When", float, dt.datetime)
+
+
+def key_state(status: str, not_before: Optional[When], expires: Optional[When], now: When) -> str:
+    """A key's effective state: its status unless that is :data:`ACTIVE`;
+    then :data:`EXPIRED` from ``expires`` on, :data:`NOT_YET_VALID` before
+    ``not_before``, else :data:`ACTIVE`. The one definition of "may this
+    key be used now", for the policy and for operators alike.
+    """
+    if status != ACTIVE:
+        return status
+    if expires is not None and expires <= now:
+        return EXPIRED
+    if not_before is not None and now < not_before:
+        return NOT_YET_VALID
+    return ACTIVE
+
+
+def is_live(expires: Optional[When], now: When) -> bool:
+    """Whether a secret that ``expires`` (``None``: never) still works at ``now``."""
+    return expires is None or now < expires
 
 #: Quota periods, calendar windows in UTC.
 PERIODS = ("minute", "hour", "day", "month")

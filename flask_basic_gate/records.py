@@ -55,6 +55,7 @@ def is_live(expires: Optional[When], now: When) -> bool:
     """Whether a secret that ``expires`` (``None``: never) still works at ``now``."""
     return expires is None or now < expires
 
+
 #: Quota periods, calendar windows in UTC.
 PERIODS = ("minute", "hour", "day", "month")
 #: The period of a key's own quota when its package has none (the gateway

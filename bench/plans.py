@@ -70,7 +70,7 @@ class _Counted:
 def _case(
     workdir: Path, name: str, redis: Optional[str], plan: dict[str, Any]
 ) -> tuple[Any, dict[str, Any], _Counted]:
-    from flask_basic_gate.throttle import make_storage
+    from flask_basic_gate.backends import make_storage
 
     app, gate = gate_app(workdir / f"{name}.sqlite", name)
     new = provision(app, gate)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from .config import ConfigurationError, Settings
 from .errors import GateError, StoreUnavailable
-from .extension import BasicGate, GateState, current_key, get_current_key
+from .extension import BasicGate
+from .guard import current_key, get_current_key
 from .identity import AnonymousKey, KeyIdentity
-from .policy import GatePolicy
+from .policy import Decision, GatePolicy
 from .routing import Requirement
 from .signals import request_authenticated, request_rejected
+from .state import GateState, get_state
 from .store import AdminError, KeyLookup, KeyStore, NewSecret
 
 __version__ = "0.1.0"
@@ -23,6 +25,7 @@ __all__ = [
     "AnonymousKey",
     "BasicGate",
     "ConfigurationError",
+    "Decision",
     "GateError",
     "GatePolicy",
     "GateState",
@@ -36,6 +39,7 @@ __all__ = [
     "__version__",
     "current_key",
     "get_current_key",
+    "get_state",
     "request_authenticated",
     "request_rejected",
 ]

@@ -1,11 +1,11 @@
 """The in-process verification cache.
 
 A successful verification is remembered under a keyed BLAKE2b digest of the
-credentials as sent (the ``Authorization`` value, the base64 of
-``key:secret``), never under the secret itself, so a hit costs one digest and
-one dict lookup: no parsing, no query, no hash verification. The digest key
-is random per cache, so the cache holds nothing an attacker could replay
-elsewhere. Entries are bounded in
+parsed credentials (key and secret), never under the secret itself, so a
+hit costs one digest and one dict lookup: no query, no hash verification.
+Every spelling of the same credentials (``basic`` or ``BASIC``, one space
+or several) is one entry. The digest key is random per cache, so the cache
+holds nothing an attacker could replay elsewhere. Entries are bounded in
 number and in lifetime; an entry never outlives the secret's or the key's
 expiry, and :meth:`VerificationCache.evict_key` drops every entry of a key at
 once (the store calls it after disabling a key or rotating a secret).
@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
@@ -34,15 +33,13 @@ if TYPE_CHECKING:
 
 __all__ = ["VerificationCache"]
 
-# BLAKE2b in its keyed mode (a MAC by design) is CPython's own C code; the
-# OpenSSL SHA-256 it replaced cost 1-2 us more inside a request, where
-# OpenSSL's digest set-up runs with cold CPU caches (bench/, A/B runs).
+# BLAKE2b in its keyed mode is a MAC by design, and CPython's own C code:
+# no OpenSSL digest set-up on the warm path.
 _blake2b = hashlib.blake2b
 #: Bytes of digest kept per entry: 128 bits, so a wrong secret matching an
 #: entry is a 2**-128 chance per entry and guess.
 DIGEST_SIZE = 16
-#: Most entries one key may hold (its live secrets, each as UTF-8 and as
-#: ISO-8859-1 from older clients).
+#: Most entries one key may hold (its live secrets).
 MAX_PER_KEY = 4
 
 
@@ -62,39 +59,25 @@ class VerificationCache:
         self._generations: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def digest(self, authorization: str) -> bytes:
-        """The cache key of an ``Authorization`` value (keyed, one-way).
-
-        The value is the base64 of ``key:secret``, so this is a keyed digest
-        of the credentials as sent; it lets a hit skip parsing altogether.
-        BLAKE2b keyed with a random per-cache key: the digest reveals
-        nothing of the secret, and without the key nobody can compute it.
-        """
-        return _blake2b(
-            authorization.encode("utf-8", "surrogatepass"), key=self._key, digest_size=DIGEST_SIZE
-        ).digest()
-
-    def lookup(self, authorization: str, now: float) -> tuple[bytes, Optional[KeyIdentity]]:
-        """:meth:`digest` and :meth:`get` in one call (the policy's hot path)."""
-        # Inlines digest() and get(): this runs on every request.
-        digest = _blake2b(
-            authorization.encode("utf-8", "surrogatepass"), key=self._key, digest_size=DIGEST_SIZE
-        ).digest()
-        entry = self._entries.get(digest)
-        if entry is not None and now < entry[0]:
-            return digest, entry[1]
-        return digest, None
-
-    def get(self, digest: bytes, now: Optional[float] = None) -> Optional[KeyIdentity]:
-        """The identity remembered under ``digest``, if still fresh.
+    def lookup(self, key: str, secret: str, now: float) -> Optional[KeyIdentity]:
+        """The identity remembered for these credentials, if still fresh.
 
         A stale entry is left for :meth:`put` to replace or push out: readers
         never change the dict, so they need no lock.
         """
-        entry = self._entries.get(digest)
-        if entry is None or (time.time() if now is None else now) >= entry[0]:
-            return None
-        return entry[1]
+        entry = self._entries.get(self._digest(key, secret))
+        if entry is not None and now < entry[0]:
+            return entry[1]
+        return None
+
+    def _digest(self, key: str, secret: str) -> bytes:
+        # The key holds no colon (the header is split at the first), so
+        # "key:secret" names one pair of credentials.
+        return _blake2b(
+            f"{key}:{secret}".encode("utf-8", "surrogatepass"),
+            key=self._key,
+            digest_size=DIGEST_SIZE,
+        ).digest()
 
     def generation(self, key: str) -> int:
         """The key's generation: read it before looking the key up, and pass
@@ -103,12 +86,14 @@ class VerificationCache:
 
     def put(
         self,
-        digest: bytes,
+        key: str,
+        secret: str,
         identity: KeyIdentity,
         expires: float,
         generation: Optional[int] = None,
     ) -> bool:
-        """Remember a success until ``expires`` (a :func:`time.time` value).
+        """Remember that ``key`` and ``secret`` gave ``identity``, until
+        ``expires`` (a :func:`time.time` value).
 
         :param generation: what :meth:`generation` said before the lookup;
             when the key was evicted since, nothing is stored.
@@ -116,7 +101,7 @@ class VerificationCache:
         """
         if self.size <= 0:
             return False
-        key = identity.key
+        digest = self._digest(key, secret)
         with self._lock:
             if generation is not None and self._generations.get(key, 0) != generation:
                 return False

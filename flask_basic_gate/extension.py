@@ -1,78 +1,53 @@
-"""Wiring: the :class:`BasicGate` extension, its guard and its decorators.
+"""The :class:`BasicGate` extension: the one composition root.
 
-The guard (a ``before_request`` function) and the decorators only decide
-*whether* a request must be authenticated; the app's
-:class:`~flask_basic_gate.policy.GatePolicy` decides the outcome.
+:meth:`BasicGate.init_app` checks the settings, builds every component of
+the gate once from the frozen :class:`~flask_basic_gate.config.Settings`
+(store, cache, counters, throttle, KDF budget, plan counter, revocation,
+policy, guard), wires every listener, and keeps them in the app's
+:class:`~flask_basic_gate.state.GateState`. The decorators here only mark
+views and blueprints; the guard (:mod:`~flask_basic_gate.guard`) asks the
+policy (:mod:`~flask_basic_gate.policy`), which alone decides.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import Iterable
 from typing import (
     TYPE_CHECKING,
     Any,
     Callable,
     Literal,
-    NamedTuple,
     Optional,
     TypeVar,
     Union,
     overload,
 )
 
-from flask import Blueprint, Flask, current_app, has_request_context, request
-from werkzeug.local import LocalProxy
+from flask import Blueprint, Flask, current_app
 
 from . import config as cfg
+from .backends import make_storage
 from .cache import VerificationCache
-from .errors import GateError
-from .identity import ANONYMOUS, AnonymousKey, KeyIdentity
+from .cli import basic_gate_cli
+from .guard import Guard, current_key, get_current_key
+from .kdf import KdfBudget
 from .models import get_models
-from .plans import take_usage
+from .plans import PlanCounter
 from .policy import GatePolicy
-from .revocation import Revocation, make_revocation
+from .revocation import make_revocation
 from .routing import EXEMPT, MARK, Requirement, Routes, packages_of
-from .signals import request_authenticated, request_rejected
+from .state import EXTENSION_NAME, GateState, get_state
 from .store import KeyStore
+from .throttle import FailureThrottle
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
 __all__ = ["BasicGate", "GateState", "current_key", "get_current_key"]
 
-logger = logging.getLogger("flask_basic_gate")
-
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: Name of the gate's entry in ``app.extensions``.
-EXTENSION_NAME = "basic_gate"
-#: Where a request's identity is kept: the WSGI environ is per request, so
-#: nothing of one request is seen in another, even when a test keeps one app
-#: context pushed around many requests (which would share ``g``).
-ENVIRON_KEY = "flask_basic_gate.identity"
-_UNSET: Any = object()
-_DEBUG = logging.DEBUG
-#: Most (route, method) decisions a guard remembers before starting over.
-_MAX_DECISIONS = 1024
-
-
-class GateState(NamedTuple):
-    """What the gate keeps for one app, in ``app.extensions["basic_gate"]``.
-
-    .. versionadded:: 0.1
-    """
-
-    gate: BasicGate
-    policy: GatePolicy
-    store: KeyStore
-    cache: VerificationCache
-    #: The settings checked and frozen at ``init_app``.
-    settings: cfg.Settings
-    #: Changes across processes (a no-op without ``BASIC_GATE_REDIS_URL``).
-    revocation: Revocation
 
 
 class BasicGate:
@@ -102,15 +77,15 @@ class BasicGate:
         self.db = db
         self.policy_class = policy_class
         self._routes = Routes()
-        # Each guard's remembered decisions; marking a view or a blueprint
-        # clears them.
-        self._decisions: list[dict[Any, Optional[Requirement]]] = []
+        # The guards of the apps this gate serves: marking a view or a
+        # blueprint makes them resolve their routes again.
+        self._guards: list[Guard] = []
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Check the settings, build the store and policy, register the guard
-        and the ``flask basic-gate`` commands.
+        """Check the settings, build and wire every component, register the
+        guard and the ``flask basic-gate`` commands.
 
         :raises RuntimeError: the gate is already set up on ``app``, or ``db``
             is missing or not initialised on it.
@@ -141,34 +116,54 @@ class BasicGate:
                     " or unset it."
                 )
             engine = engines[bind_key]
+
+        # -- the components, each built once ---------------------------------
         store = KeyStore(get_models(db, bind_key), engine, settings)
         cache = VerificationCache(settings.cache_size)
-        policy = self.policy_class(store, settings, cache)
-        revocation = make_revocation(settings, engine, cache, policy.throttle)
-        policy.revocation = revocation
+        # One storage for the failure counters and the plans; the plan
+        # counter makes it at its first counted call when no throttle needs it.
+        counters = None
+        throttle = None
+        if settings.failure_limit is not None:
+            counters = make_storage(settings.redis_url)
+            throttle = FailureThrottle(settings.failure_limit, counters)
+        kdf_budget = KdfBudget(settings.kdf_budget) if settings.kdf_budget is not None else None
+        plans = PlanCounter(counters, redis_url=settings.redis_url)
+        revocation = make_revocation(settings, engine, cache, throttle)
+        policy = self.policy_class(
+            store,
+            settings,
+            cache,
+            throttle=throttle,
+            kdf_budget=kdf_budget,
+            plans=plans,
+            revocation=revocation,
+        )
+        guard = Guard(app, policy, settings, self._routes)
+        self._guards.append(guard)
+
+        # -- the listeners, all wired here ----------------------------------
+        store.on_change.append(cache.evict_key)
+        store.on_change.append(policy.key_changed)
         store.on_change.append(revocation.key_changed)
-        state = GateState(self, policy, store, cache, settings, revocation)
-        app.extensions[EXTENSION_NAME] = state
-        app.before_request(self._make_guard(app, state))
+        if throttle is not None:
+            throttle.on_blocked.append(revocation.pair_blocked)
+
+        app.extensions[EXTENSION_NAME] = GateState(
+            self, policy, store, cache, settings, revocation, guard
+        )
+        app.before_request(guard.before_request())
         if settings.rate_limit_headers:
-            app.after_request(_rate_limit_headers(settings.mashery_mode))
-
-        from .cli import basic_gate_cli
-
+            app.after_request(guard.rate_limit_headers())
         app.cli.add_command(basic_gate_cli)
 
     # -- per-app state -------------------------------------------------------
 
     @staticmethod
     def state(app: Optional[Flask] = None) -> GateState:
-        """The gate's state for ``app`` (default: the current app)."""
-        app = app if app is not None else current_app
-        try:
-            return app.extensions[EXTENSION_NAME]  # type: ignore[no-any-return]
-        except KeyError:
-            raise RuntimeError(
-                "BasicGate is not initialised on this app: call gate.init_app(app) first."
-            ) from None
+        """The gate's state for ``app`` (default: the current app); the
+        same as :func:`~flask_basic_gate.state.get_state`."""
+        return get_state(app)
 
     @property
     def store(self) -> KeyStore:
@@ -225,7 +220,7 @@ class BasicGate:
 
                 @functools.wraps(func)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    refused = self._check(requirement)
+                    refused = get_state().guard.check(requirement)
                     if refused is not None:
                         return refused
                     return await func(*args, **kwargs)
@@ -235,7 +230,7 @@ class BasicGate:
 
                 @functools.wraps(func)
                 def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    refused = self._check(requirement)
+                    refused = get_state().guard.check(requirement)
                     if refused is not None:
                         return refused
                     return func(*args, **kwargs)
@@ -283,8 +278,8 @@ class BasicGate:
         return blueprint
 
     def _forget_decisions(self) -> None:
-        for decisions in self._decisions:
-            decisions.clear()
+        for guard in self._guards:
+            guard.requirements.clear()
 
     # -- the guard -----------------------------------------------------------
 
@@ -323,210 +318,3 @@ class BasicGate:
         return self._routes.resolve(
             state.settings, app.view_functions, app.blueprints, method.upper(), endpoint
         )
-
-    def _make_guard(self, app: Flask, state: GateState) -> Callable[[], Any]:
-        """The ``before_request`` function for ``app``.
-
-        A plain closure over the app's views and blueprints and the frozen
-        settings: it runs on every request, so it makes no lookup through
-        ``current_app`` (and Flask's ``ensure_sync`` recognises a plain
-        function fastest). It remembers each route's requirement per method.
-        """
-        settings, views, blueprints = state.settings, app.view_functions, app.blueprints
-        resolve, admit, policy, routes = (
-            self._routes.resolve,
-            self._admit,
-            state.policy,
-            self._routes,
-        )
-        decisions: dict[Any, Optional[Requirement]] = {}
-        self._decisions.append(decisions)
-        checked: list[bool] = []
-
-        def basic_gate_guard() -> Any:
-            req = request._get_current_object()  # type: ignore[attr-defined]
-            rule, method = req.url_rule, req.method
-            endpoint = rule.endpoint if rule is not None else None
-            try:
-                requirement = decisions[endpoint, method]
-            except KeyError:
-                if not checked:
-                    _check_order(routes, views)
-                    checked.append(True)
-                requirement = resolve(settings, views, blueprints, method, endpoint)
-                # Any method name a client sends on a URL without a route
-                # gets its own entry: a bound keeps that from growing.
-                if len(decisions) >= _MAX_DECISIONS:
-                    decisions.clear()
-                decisions[endpoint, method] = requirement
-            if requirement is not None:
-                try:
-                    admit(policy, req, requirement)
-                except _Answered as answered:
-                    return answered.response
-            return None
-
-        return basic_gate_guard
-
-    def _check(self, requirement: Requirement) -> Any:
-        """Run by a decorated view before its body: the refusal's response,
-        or ``None`` to run the view."""
-        state = self.state()  # a clear error when init_app never ran on this app
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        if req.method in state.settings.exempt_methods:
-            return None
-        # The guard may have checked this request already (PROTECT_ALL), for
-        # the same route and so the same requirement.
-        done = req.environ.get(ENVIRON_KEY, _UNSET)
-        if done is _UNSET or (done is None and not requirement.optional):
-            try:
-                self._admit(state.policy, req, requirement)
-            except _Answered as answered:
-                return answered.response
-        return None
-
-    @staticmethod
-    def _admit(policy: GatePolicy, req: Any, requirement: Requirement) -> None:
-        """Ask ``policy`` about the request; log, signal, keep the identity."""
-        environ = req.environ
-        try:
-            identity = policy.decide(
-                requirement, environ.get("HTTP_AUTHORIZATION"), req.remote_addr
-            )
-        except GateError as error:
-            if logger.isEnabledFor(logging.INFO):
-                _log(
-                    logging.INFO,
-                    "rejected",
-                    error.key,
-                    error.package,
-                    req.remote_addr,
-                    error_code=error.error_code,
-                    status=error.code,
-                )
-            if request_rejected.receivers:
-                request_rejected.send(
-                    current_app._get_current_object(),  # type: ignore[attr-defined]
-                    error_code=error.error_code,
-                    status=error.code,
-                )
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
-            if _handled_by_app(app, error, req.blueprints):
-                raise
-            # No handler of the app's would see it: answer here. Raising
-            # would make Flask run the exception as a WSGI app to turn it into
-            # a response, which costs more than the rest of a refusal.
-            raise _Answered(_response(app, error)) from None
-        environ[ENVIRON_KEY] = identity
-        if identity is None:
-            return
-        if logger.isEnabledFor(_DEBUG):
-            _log(_DEBUG, "authenticated", identity.key, identity.package, req.remote_addr)
-        if request_authenticated.receivers:
-            request_authenticated.send(
-                current_app._get_current_object(),  # type: ignore[attr-defined]
-                key=identity,
-            )
-
-
-class _Answered(Exception):
-    """Carries the response to a refusal out of :meth:`BasicGate._admit`."""
-
-    def __init__(self, response: Any) -> None:
-        super().__init__()
-        self.response = response
-
-
-def _response(app: Flask, error: GateError) -> Any:
-    return app.response_class(error.get_body(), error.code, error.get_headers())
-
-
-def _handled_by_app(app: Flask, error: GateError, blueprints: Iterable[str]) -> bool:
-    """Whether Flask would hand ``error`` to a handler of the app's (or trap it).
-
-    Mirrors Flask's own search: by the exception's class and its bases,
-    under the request's blueprints and then the app. ``GateError`` sets its
-    status per instance, so handlers registered for a status code do not
-    apply to it, as with Flask itself.
-    """
-    if app.trap_http_exception(error):
-        return True
-    spec = app.error_handler_spec
-    classes = type(error).__mro__
-    for name in (*blueprints, None):
-        handlers = spec.get(name, {}).get(None)
-        if handlers and any(cls in handlers for cls in classes):
-            return True
-    return False
-
-
-def _rate_limit_headers(mashery: bool) -> Callable[[Any], Any]:
-    """The ``after_request`` hook of ``BASIC_GATE_RATE_LIMIT_HEADERS``: the
-    plan's fields on every response to a request the gate admitted."""
-
-    def basic_gate_rate_limit_headers(response: Any) -> Any:
-        if request.environ.get(ENVIRON_KEY) is not None:
-            found = take_usage()
-            if found is not None:
-                usage, now = found
-                for name, value in usage.headers(now, mashery=mashery):
-                    response.headers.setdefault(name, value)
-        return response
-
-    return basic_gate_rate_limit_headers
-
-
-def _log(
-    level: int,
-    event: str,
-    key: Optional[str],
-    package: Optional[str],
-    client: Optional[str],
-    **more: Any,
-) -> None:
-    # One line a decision, with the same fields as a dict on the record
-    # (``record.basic_gate``) for JSON log formatters. Never the secret or
-    # the raw header; %r keeps a hostile key from forging log lines.
-    fields = {"event": event, "key": key, "package": package, "client": client, **more}
-    text = " ".join(f"{name}={value!r}" for name, value in fields.items() if name != "event")
-    logger.log(level, "%s %s", event, text, extra={"basic_gate": fields})
-
-
-def _check_order(routes: Routes, views: dict[str, Any]) -> None:
-    endpoint = routes.misordered(views)
-    if endpoint is not None:
-        raise RuntimeError(
-            f"The view {endpoint!r} was registered without @gate.required: the decorator is"
-            " written above the route decorator, so the route serves the unprotected view."
-            " Put @gate.required (or @gate.required(...)) below @app.route / @bp.route,"
-            " next to the function."
-        )
-
-
-def get_current_key() -> Optional[KeyIdentity]:
-    """The identity that authenticated the current request, or ``None``.
-
-    ``None`` outside a request, on an unprotected route, or when optional
-    authentication saw no header (where :data:`current_key` is the falsy
-    anonymous identity).
-
-    .. versionadded:: 0.1
-    """
-    if not has_request_context():
-        return None
-    identity: Optional[KeyIdentity] = request.environ.get(ENVIRON_KEY)
-    return identity
-
-
-def _current_key() -> Union[KeyIdentity, AnonymousKey]:
-    return get_current_key() or ANONYMOUS
-
-
-#: The :class:`~flask_basic_gate.identity.KeyIdentity` of the current
-#: request (a context-local proxy). Without an authenticated key it is the
-#: falsy :class:`~flask_basic_gate.identity.AnonymousKey`, whose fields are
-#: ``None``: test it with ``if current_key:``, never ``is None`` (a proxy is
-#: never ``None``).
-#:
-#: .. versionadded:: 0.1
-current_key: Union[KeyIdentity, AnonymousKey] = LocalProxy(_current_key)  # type: ignore[assignment]

@@ -13,19 +13,20 @@ per second, a quota per minute, hour, day (ending at 00:00 UTC) or month
 at a key's first hit, so the counters here are plain ``incr`` calls on keys
 that carry the window's start.
 
+The counter only counts and remembers: it returns what it counted (a
+:class:`Usage`), and the policy compares that with the plan and decides.
 Round trips: the counters a request needs (QPS, quota or both) are counted
-in one call of :meth:`PlanCounter.incr_many`, which a Redis-aware subclass
-makes one pipeline; the default calls ``storage.incr`` once per counter. A
-call refused there gives its quota count back (a second call, on refused
-requests only), so a refused request never uses up quota, and the key is
-then remembered as refused until the window ends, so the refusals that
-follow cost no round trip at all.
+in one call of :meth:`PlanCounter.incr_many`, which on Redis is one
+pipeline. A call the policy refuses gives its quota count back
+(:meth:`PlanCounter.give_back`, on refused requests only), and the policy
+remembers the key as refused until the window ends
+(:meth:`PlanCounter.remember_refusal`), so the refusals that follow cost no
+round trip at all.
 """
 
 from __future__ import annotations
 
 import calendar
-import contextvars
 import datetime as dt
 import logging
 import math
@@ -34,6 +35,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
+from .backends import make_storage
+from .bounded import BoundedMap
 from .errors import StoreUnavailable
 from .records import PERIODS, Plan
 
@@ -54,8 +57,8 @@ _NAMESPACE = "basic-gate-plan"
 #: Seconds a counter outlives its window: workers' clocks differ a little,
 #: and a counter read just after its window must not have vanished.
 _SLACK = 60
-#: Most keys remembered as refused before expired ones are swept.
-_MAX_REFUSED = 10_000
+#: Most keys remembered as refused; the expired go first, then the oldest.
+MAX_REFUSED = 10_000
 _SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
@@ -71,14 +74,6 @@ _MONTHS = (
     "October",
     "November",
     "December",
-)
-
-#: The current request's usage, set by the policy when
-#: ``BASIC_GATE_RATE_LIMIT_HEADERS`` is on and read (once) by the
-#: extension's ``after_request`` hook. A context variable, not ``g``: the
-#: policy knows no Flask, and asgiref carries it back out of async views.
-current_usage: contextvars.ContextVar[Optional[tuple[Usage, float]]] = contextvars.ContextVar(
-    "flask_basic_gate.usage", default=None
 )
 
 
@@ -166,9 +161,14 @@ class Usage(NamedTuple):
     def retry_after(self, now: float) -> int:
         """Whole seconds (at least 1) to wait after a refusal: 1 over QPS,
         until the window resets over the quota."""
+        return _seconds(self.refused_until(now) - now)
+
+    def refused_until(self, now: float) -> float:
+        """When a refusal for :attr:`over` ends: the end of this second over
+        QPS, the end of the quota window over the quota."""
         if self.over == OVER_QUOTA and self.quota_window is not None:
-            return _seconds(self.quota_window[1] - now)
-        return 1
+            return float(self.quota_window[1])
+        return float(math.floor(now) + 1)
 
     def headers(self, now: float, *, mashery: bool) -> list[tuple[str, str]]:
         """The rate-limit header fields for this call.
@@ -205,11 +205,15 @@ class Usage(NamedTuple):
         return fields + extra if mashery else fields
 
 
+def _refusal_ends(entry: tuple[Plan, float, Usage]) -> float:
+    return entry[1]
+
+
 class PlanCounter:
     """Counts calls per key against its plan, in calendar windows in UTC.
 
     :param storage: the :mod:`limits` storage of the counters; made from
-        ``redis_url`` (see :func:`~flask_basic_gate.throttle.make_storage`)
+        ``redis_url`` (see :func:`~flask_basic_gate.backends.make_storage`)
         at the first counted call when not given.
     :param redis_url: ``BASIC_GATE_REDIS_URL``, for that storage.
     :param clock: current POSIX time, when :meth:`count` is not told it.
@@ -227,10 +231,11 @@ class PlanCounter:
         self._storage = storage
         self._redis_url = redis_url
         self.clock = clock
-        #: Keys this process knows to be refused until a time, with the plan
-        #: and usage that refused them. A key whose plan changed is counted
-        #: again.
-        self.refused: dict[str, tuple[Plan, float, Usage]] = {}
+        #: Keys known to be refused until a time, with the plan and usage
+        #: that refused them. A key whose plan changed is counted again.
+        self.refused: BoundedMap[str, tuple[Plan, float, Usage]] = BoundedMap(
+            MAX_REFUSED, expires=_refusal_ends
+        )
         self._lock = threading.Lock()
 
     @property
@@ -239,68 +244,68 @@ class PlanCounter:
         never open it)."""
         storage = self._storage
         if storage is None:
-            from .throttle import make_storage
-
             with self._lock:
                 if self._storage is None:
                     self._storage = make_storage(self._redis_url)
                 storage = self._storage
         return storage
 
-    def count(self, key: str, plan: Plan, now: Optional[float] = None) -> Usage:
-        """Count one call of ``key`` under ``plan``.
+    def known_refusal(self, key: str, plan: Plan, now: float) -> Optional[Usage]:
+        """The usage that refused ``key`` under ``plan`` while that refusal
+        lasts (see :meth:`remember_refusal`), or ``None``."""
+        if not self.refused:
+            return None
+        known = self.refused.get(key)
+        if known is None:
+            return None
+        if known[0] == plan and now < known[1]:
+            return known[2]
+        self.refused.discard_if(key, known)
+        return None
 
-        :return: what was counted; :attr:`Usage.over` says whether the call
-            is refused (and then it used up no quota).
-        :raises StoreUnavailable: the storage cannot be reached (the gate
-            answers 503, failing closed).
+    def remember_refusal(self, key: str, usage: Usage, now: float) -> None:
+        """Keep ``usage`` (whose :attr:`Usage.over` is set) as the answer for
+        ``key`` until its refusal ends: its counter only grows till then."""
+        self.refused.put(key, (usage.plan, usage.refused_until(now), usage))
+
+    def count(self, key: str, plan: Plan, now: Optional[float] = None) -> Usage:
+        """Count one call of ``key`` under ``plan`` (whose limits are not 0).
+
+        :return: what was counted (:attr:`Usage.over` is ``None``: comparing
+            the counts with the plan is the policy's job).
+        :raises StoreUnavailable: the storage cannot be reached.
         """
         now = self.clock() if now is None else now
-        known = self.refused.get(key)
-        if known is not None:
-            if known[0] == plan and now < known[1]:
-                return known[2]
-            self.refused.pop(key, None)
-        qps, quota = plan.qps, plan.quota
-        span = window(plan.period, now) if quota is not None else None
-        # A limit of 0 refuses every call without counting anything.
-        if qps == 0:
-            return Usage(plan, None, None, span, OVER_QPS)
-        if quota == 0:
-            return Usage(plan, None, None, span, OVER_QUOTA)
+        span = window(plan.period, now) if plan.quota is not None else None
         second = math.floor(now)
         counters: list[tuple[str, int]] = []
-        if qps is not None:
+        if plan.qps is not None:
             counters.append((f"{_NAMESPACE}/qps/{key}/{second}", 1 + _SLACK))
         if span is not None:
-            quota_key = f"{_NAMESPACE}/quota/{plan.period}/{key}/{span[0]}"
-            quota_expiry = span[1] - second + _SLACK
-            counters.append((quota_key, quota_expiry))
+            counters.append(_quota_counter(key, plan, span, second))
         try:
             counts = self.incr_many(counters)
         except Exception as exc:  # whatever the storage's client raises
-            # Fail closed, like the key store: an uncounted call could pass
-            # any limit.
             raise StoreUnavailable(
                 f"the plan counters could not be reached: {type(exc).__name__}"
             ) from exc
-        qps_count = counts[0] if qps is not None else None
+        qps_count = counts[0] if plan.qps is not None else None
         quota_count = counts[-1] if span is not None else None
-        over = None
-        if qps is not None and qps_count is not None and qps_count > qps:
-            over = OVER_QPS
-        elif quota is not None and quota_count is not None and quota_count > quota:
-            over = OVER_QUOTA
-        if over is None:
-            return Usage(plan, qps_count, quota_count, span, None)
-        if quota_count is not None:
-            # A refused call gives back the quota it was counted against
-            # (best effort: the call is refused either way).
-            try:
-                quota_count = self.storage.incr(quota_key, quota_expiry, amount=-1)
-            except Exception:  # whatever the storage's client raises
-                logger.warning("could not give back a refused call's quota", exc_info=True)
-        return self._refuse(key, Usage(plan, qps_count, quota_count, span, over), now)
+        return Usage(plan, qps_count, quota_count, span, None)
+
+    def give_back(self, key: str, usage: Usage, now: float) -> Usage:
+        """Take back the quota call that ``usage`` counted (a refused call
+        uses up no quota). Best effort: on failure the usage is returned as
+        it was, and the failure logged."""
+        if usage.quota_count is None or usage.quota_window is None:
+            return usage
+        name, expiry = _quota_counter(key, usage.plan, usage.quota_window, math.floor(now))
+        try:
+            quota_count = self.storage.incr(name, expiry, amount=-1)
+        except Exception:  # whatever the storage's client raises
+            logger.warning("could not give back a refused call's quota", exc_info=True)
+            return usage
+        return usage._replace(quota_count=quota_count)
 
     def quota_used(self, key: str, plan: Plan, now: Optional[float] = None) -> Optional[int]:
         """Calls of ``key`` counted in its current quota window, without
@@ -312,9 +317,9 @@ class PlanCounter:
         if plan.quota is None:
             return None
         now = self.clock() if now is None else now
-        start = window(plan.period, now)[0]
+        name, _ = _quota_counter(key, plan, window(plan.period, now), math.floor(now))
         try:
-            return int(self.storage.get(f"{_NAMESPACE}/quota/{plan.period}/{key}/{start}"))
+            return int(self.storage.get(name))
         except Exception as exc:  # whatever the storage's client raises
             raise StoreUnavailable(
                 f"the plan counters could not be reached: {type(exc).__name__}"
@@ -343,26 +348,7 @@ class PlanCounter:
             return [int(count) for count in pipe.execute()[1::2]]
         return [storage.incr(name, expiry) for name, expiry in counters]
 
-    def _refuse(self, key: str, usage: Usage, now: float) -> Usage:
-        # Refused until the window ends: its counter only grows till then.
-        if usage.over == OVER_QUOTA and usage.quota_window is not None:
-            until = float(usage.quota_window[1])
-        else:
-            until = float(math.floor(now) + 1)
-        with self._lock:
-            refused = self.refused
-            if len(refused) >= _MAX_REFUSED:
-                for name in [k for k, v in refused.items() if v[1] <= now]:
-                    del refused[name]
-                if len(refused) >= _MAX_REFUSED:
-                    del refused[next(iter(refused))]
-            refused[key] = (usage.plan, until, usage)
-        return usage
 
-
-def take_usage() -> Optional[tuple[Usage, float]]:
-    """The current request's usage and the time it was counted, once."""
-    found = current_usage.get()
-    if found is not None:
-        current_usage.set(None)
-    return found
+def _quota_counter(key: str, plan: Plan, span: tuple[int, int], second: int) -> tuple[str, int]:
+    """The quota counter's name and seconds to live."""
+    return f"{_NAMESPACE}/quota/{plan.period}/{key}/{span[0]}", span[1] - second + _SLACK

@@ -3,45 +3,39 @@
 The guard and the decorator only say *what a route requires* (a
 :class:`~flask_basic_gate.routing.Requirement`); they hand it, the
 ``Authorization`` value and the client's address to :meth:`GatePolicy.decide`,
-which returns the caller's :class:`~flask_basic_gate.identity.KeyIdentity`
-or raises the :class:`~flask_basic_gate.errors.GateError` the gateway would
-answer. The steps run in one fixed order:
+which returns a :class:`Decision` or raises the
+:class:`~flask_basic_gate.errors.GateError` the gateway would answer. Every
+component below the policy (store, cache, throttle, KDF budget, plan counter)
+returns data; only this module turns data into an outcome. The steps run in
+one fixed order, one method each:
 
-1. **throttle**: a (client address, key) pair over its failure limit is
-   refused before anything else, cached successes included;
-2. **cache**: a fresh success for exactly these credentials skips step 3
-   (never steps 5 and 6);
-3. **lookup and verify**: one indexed read bounded by the store timeout;
-   a KDF only for person-chosen secrets, within the process's KDF budget;
-4. **active**: status, not-before, expiry;
-5. **package**: may the key's package use this route?
-6. **plan**: calls per second and quota, counted only for requests that got
-   this far.
+1. **parse** (:meth:`GatePolicy.parse`): RFC 7617 into key and secret, the
+   same whatever the spelling; a key that cannot exist is refused here;
+2. **throttle** (:meth:`GatePolicy.throttled`): a (client address, key)
+   pair over its failure limit is refused. *Shortcut:* a request whose
+   credentials are in the cache checks only this process's memo of
+   throttled pairs, not the shared counters; the memo holds every pair that
+   went over here, and on Redis every pair that went over anywhere;
+3. **cache**: a fresh success for these credentials skips steps 4 and 5
+   (never 6 and 7);
+4. **lookup and verify** (:meth:`GatePolicy.verify`): one indexed read
+   bounded by the store timeout; a KDF only for person-chosen secrets,
+   within the process's KDF budget;
+5. **active** (:meth:`GatePolicy.is_active`): status, not-before, expiry;
+6. **package** (:meth:`GatePolicy.admit`): may the key's package use this route?
+7. **plan** (:meth:`GatePolicy.count`): calls per second and quota, counted
+   only for requests that got this far.
 
-The decision table (RFC mode)::
-
-    no Authorization header           401 authorization-required
-    scheme other than Basic           401 basic-authorization-required
-    Basic without a valid token       401 invalid-authorization
-    no colon, unknown key, wrong,
-    empty or expired secret, or a
-    control character in either       403 invalid-credentials
-    secret matches, key inactive      403 key-inactive
-    key's package not on the route    403 package-not-authorized
-    too many failures, KDF budget     429 too-many-failures
-    over the plan's QPS / quota       429 rate-limit-exceeded / quota-exceeded
-    the store cannot be read          503 gate-unavailable
-
-In Mashery mode every 401 and 429 becomes a 403 without a challenge, and
-every 403 carries the platform's ``X-Mashery-Error-Code`` and
-``X-Error-Detail-Header``.
+The statuses and headers of each errorCode are in one table,
+:mod:`flask_basic_gate.errors`; docs/decisions.rst is tested against it.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
+from .bounded import BoundedMap
 from .cache import VerificationCache
 from .config import Settings
 from .errors import (
@@ -60,26 +54,20 @@ from .errors import (
     failure,
 )
 from .hashing import KDF, verify_secret
-from .header import (
-    BasicCredentials,
-    HeaderProblem,
-    has_control_character,
-    is_canonical,
-    parse_basic,
-)
+from .header import BasicCredentials, HeaderProblem, has_control_character, parse_basic
 from .identity import KeyIdentity
-from .models import ACTIVE
-from .plans import OVER_QPS, PlanCounter, current_usage
-from .records import KeyRecord
+from .kdf import KdfBudget
+from .plans import OVER_QPS, OVER_QUOTA, PlanCounter, Usage, window
+from .records import ACTIVE, KeyRecord, is_live, key_state
 from .revocation import TRUST_WINDOW, Revocation
-from .routing import REQUIRED, Requirement
-from .store import KeyLookup, KeyStore
-from .throttle import FailureThrottle, KdfBudget, make_storage
+from .routing import Requirement
+from .store import MAX_KEY_LENGTH, KeyLookup, KeyStore
+from .throttle import FailureThrottle
 
-__all__ = ["GatePolicy"]
+__all__ = ["Decision", "GatePolicy", "Verification"]
 
 #: Most keys remembered as needing a KDF for every secret.
-_MAX_KDF_KEYS = 10_000
+MAX_KDF_KEYS = 10_000
 
 _PROBLEMS = {
     HeaderProblem.MISSING: AUTHORIZATION_REQUIRED,
@@ -89,19 +77,56 @@ _PROBLEMS = {
 }
 
 
+class Decision(NamedTuple):
+    """What the policy let through: the one per-request record behind
+    :data:`~flask_basic_gate.current_key`.
+
+    .. versionadded:: 0.1
+    """
+
+    #: The key that authenticated, or ``None`` (optional route, no header).
+    identity: Optional[KeyIdentity]
+    #: What the plan step counted, or ``None`` (no plan, or not counted).
+    usage: Optional[Usage]
+    #: The POSIX time the request was decided at.
+    now: float
+
+
+class Verification(NamedTuple):
+    """What :meth:`GatePolicy.verify` found.
+
+    .. versionadded:: 0.1
+    """
+
+    #: When the matching secret expires (``inf`` for never), or ``None``
+    #: when no secret matched.
+    expires: Optional[float]
+    #: Whole seconds until the KDF budget allows a verification that was
+    #: needed and not run, or ``None``.
+    budget_wait: Optional[int] = None
+
+
+_NO_MATCH = Verification(None)
+
+
 class GatePolicy:
     """Decides whether a request's credentials let it through.
 
     One instance per app, made by :meth:`BasicGate.init_app
-    <flask_basic_gate.BasicGate.init_app>`. Subclass it and pass the class as
+    <flask_basic_gate.BasicGate.init_app>` from the components it built;
+    the policy builds nothing. Subclass it and pass the class as
     ``BasicGate(policy_class=...)`` to change a decision without forking.
 
     :param store: the app's key store; the policy reads through its
         :attr:`~flask_basic_gate.KeyStore.reader`.
     :param settings: the gate's frozen settings.
     :param cache: remembers successful verifications.
-    :param counters: the :mod:`limits` storage for the throttle (and plans);
-        made from ``BASIC_GATE_REDIS_URL`` when not given.
+    :param throttle: the failed-attempt counters, or ``None`` when
+        ``BASIC_GATE_FAILURE_LIMIT`` is off.
+    :param kdf_budget: the bound on KDF work, or ``None`` when
+        ``BASIC_GATE_KDF_BUDGET`` is off.
+    :param plans: counts the calls of keys with a plan.
+    :param revocation: tells whether cached successes may be trusted.
 
     .. versionadded:: 0.1
     """
@@ -111,7 +136,11 @@ class GatePolicy:
         store: KeyStore,
         settings: Settings,
         cache: VerificationCache,
-        counters: Any = None,
+        *,
+        throttle: Optional[FailureThrottle],
+        kdf_budget: Optional[KdfBudget],
+        plans: PlanCounter,
+        revocation: Revocation,
     ) -> None:
         self.store = store
         self.reader: KeyLookup = store.reader
@@ -119,122 +148,61 @@ class GatePolicy:
         self.cache = cache
         #: Current POSIX time; tests replace it to move through expiries.
         self.clock: Callable[[], float] = time.time
-        if counters is None and settings.failure_limit is not None:
-            counters = make_storage(settings.redis_url)
         #: Failed-attempt counters, or ``None`` when ``BASIC_GATE_FAILURE_LIMIT`` is off.
-        self.throttle: Optional[FailureThrottle] = (
-            FailureThrottle(settings.failure_limit, counters)
-            if settings.failure_limit is not None
-            else None
-        )
+        self.throttle = throttle
         #: The bound on KDF work, or ``None`` when ``BASIC_GATE_KDF_BUDGET`` is off.
-        self.kdf_budget: Optional[KdfBudget] = (
-            KdfBudget(settings.kdf_budget) if settings.kdf_budget is not None else None
-        )
-        #: Calls per second and quotas of the keys' plans, counted on the
-        #: same storage as the throttle (made at the first counted call when
-        #: neither is given). Its ``clock`` is used only when it is not told
-        #: the time; the policy always tells it.
-        self.plans = PlanCounter(counters, redis_url=settings.redis_url)
-        self._headers = settings.rate_limit_headers
+        self.kdf_budget = kdf_budget
+        #: Calls per second and quotas of the keys' plans.
+        self.plans = plans
+        #: Tells other processes about changes and hears theirs.
+        self.revocation = revocation
         self._ttl = settings.cache_ttl
-        #: Tells other processes about changes and hears theirs; set by
-        #: ``init_app`` (this process only, by default).
-        self.revocation: Revocation = Revocation()
-        # Keys whose live secrets all need a KDF, as last read (an ordered set).
-        self._kdf_keys: dict[str, None] = {}
-        store.on_change.append(cache.evict_key)
-        store.on_change.append(self._forget_kdf_key)
+        # Keys whose live secrets all need a KDF, as last read.
+        self._kdf_keys: BoundedMap[str, bool] = BoundedMap(MAX_KDF_KEYS)
 
-    def authenticate(
-        self, header: Optional[str], *, optional: bool = False, client: Optional[str] = None
-    ) -> Optional[KeyIdentity]:
-        """Check an ``Authorization`` header value for a route any key may use.
-
-        :param header: the raw value, or ``None`` when the request has none.
-        :param optional: let a request without the header through (returning
-            ``None``); a header that is present must still be valid.
-        :param client: the client's address, for the failure throttle.
-        :return: the caller's identity (``None`` only when ``optional``).
-        :raises GateError: the answer the request gets instead.
-        """
-        requirement = Requirement(optional=True) if optional else REQUIRED
-        return self.decide(requirement, header, client)
+    # -- the steps, in order ---------------------------------------------------
 
     def decide(
         self, requirement: Requirement, header: Optional[str], client: Optional[str]
-    ) -> Optional[KeyIdentity]:
+    ) -> Optional[Decision]:
         """Decide a request to a route with ``requirement``.
 
         :param requirement: what the route asks for.
         :param header: the raw ``Authorization`` value, or ``None``.
         :param client: the client's address (``request.remote_addr``).
-        :return: the caller's identity (``None`` only when the requirement is
-            optional and no header was sent).
+        :return: the decision, or ``None`` when the requirement is optional
+            and no header was sent.
         :raises GateError: the answer the request gets instead.
 
         .. versionadded:: 0.1
         """
         now = self.clock()
         client = client or ""
-        throttle = self.throttle
-        digest = None
-        if self._ttl and header is not None:
+        credentials = self.parse(header, requirement)  # 1
+        if credentials is None:
+            return None
+        key, secret = credentials
+        wait = self.throttled(client, key, now, shared=False)  # 2, this process's memo
+        if wait is not None:
+            raise self.failure(TOO_MANY_FAILURES, key, retry_after=wait)
+        if self._ttl:  # 3
             if now >= self.revocation.trusted_until:
                 # Changes made elsewhere may not have reached this process.
                 self.revocation.untrusted(now)
-            digest, identity = self.cache.lookup(header, now)
-            if identity is not None:
-                # 1. A throttled pair is not served from the cache either: it
-                # would answer right guesses at once and wrong ones with 429.
-                if (
-                    throttle is not None
-                    and throttle.blocked
-                    and throttle.is_blocked(client, identity.key, now)
-                ):
-                    raise self._throttled(client, identity.key, now)
-                return self.admit(requirement, identity, now)
-        parsed = parse_basic(header)
-        if not isinstance(parsed, BasicCredentials):
-            if requirement.optional and parsed is HeaderProblem.MISSING:
-                return None
-            raise self.failure(_PROBLEMS[parsed])
-        key, secret = parsed
-        if throttle is not None:
-            wait = throttle.retry_after(client, key, now)
-            if wait is not None:
-                raise self.failure(TOO_MANY_FAILURES, key, retry_after=wait)
+            hit = self.cache.lookup(key, secret, now)
+            if hit is not None:
+                return self.admit(requirement, hit, now)
+        wait = self.throttled(client, key, now, shared=True)  # 2, the shared counters
+        if wait is not None:
+            raise self.failure(TOO_MANY_FAILURES, key, retry_after=wait)
         generation = self.cache.generation(key)
-        record = None
-        if secret and not has_control_character(key) and not has_control_character(secret):
-            budget = self.kdf_budget
-            if budget is not None and key in self._kdf_keys and not budget.available():
-                # Every secret of this key needs a KDF and there is no budget
-                # for one: the answer is known without reading the store.
-                if throttle is not None:
-                    throttle.failed(client, key, now)
-                raise self.failure(
-                    TOO_MANY_FAILURES, key, retry_after=budget.seconds_until_available()
-                )
-            try:
-                record = self.reader.lookup(key)
-            except StoreUnavailable as exc:
-                raise self.failure(GATE_UNAVAILABLE, key, retry_after=exc.retry_after) from None
-            if budget is not None:
-                self._remember_kdf_key(key, record, now)
-        try:
-            expires = self.verify(record, secret, now) if record is not None else None
-        except GateError:
-            # The KDF budget is spent. The attempt counts against the pair,
-            # so one address cannot keep the store busy with refused guesses.
-            if throttle is not None:
-                throttle.failed(client, key, now)
-            raise
-        if record is None or expires is None:
-            if throttle is not None:
-                throttle.failed(client, key, now)
+        record, found = self.lookup(client, key, secret, now)  # 4
+        if record is None or found.expires is None:
+            self._failed(client, key, now)
+            if found.budget_wait is not None:
+                raise self.failure(TOO_MANY_FAILURES, key, retry_after=found.budget_wait)
             raise self.failure(INVALID_CREDENTIALS, key)
-        if not self.is_active(record, now):
+        if not self.is_active(record, now):  # 5
             raise self.failure(KEY_INACTIVE, key, record.package)
         identity = KeyIdentity(
             record.key,
@@ -244,92 +212,160 @@ class GatePolicy:
             record.id,
             record.plan,
         )
-        if digest is not None and is_canonical(header or ""):
+        if self._ttl:
             # Never past the secret's or the key's own expiry.
-            until = min(now + self._ttl, expires, record.expires or expires)
+            until = min(now + self._ttl, found.expires, record.expires or found.expires)
             if self.clock() >= self.revocation.trusted_until:
                 until = min(until, now + TRUST_WINDOW)
-            self.cache.put(digest, identity, until, generation)
-        return self.admit(requirement, identity, now)
+            self.cache.put(key, secret, identity, until, generation)
+        return self.admit(requirement, identity, now)  # 6, 7
 
-    def admit(self, requirement: Requirement, identity: KeyIdentity, now: float) -> KeyIdentity:
-        """Steps 5 and 6 for a verified, active key: the route's packages and
-        the plan. Runs for cached successes too.
+    def parse(self, header: Optional[str], requirement: Requirement) -> Optional[BasicCredentials]:
+        """Step 1: the credentials, or ``None`` for an optional route without
+        a header.
 
-        :raises GateError: ``package-not-authorized``, ``rate-limit-exceeded``
-            or ``quota-exceeded``.
+        A key no store can hold (longer than the tables take, or with a NUL)
+        is refused here, before the throttle: it can never match, and must
+        not make a counter of its own.
+
+        :raises GateError: the header's problem, or ``invalid-credentials``.
         """
-        packages = requirement.packages
-        if packages is not None and identity.package not in packages:
-            raise self.failure(PACKAGE_NOT_AUTHORIZED, identity.key, identity.package)
-        plan = identity.plan
-        if plan is None:
-            if self._headers:
-                current_usage.set(None)
-            return identity
-        headers = self._headers
-        # 6. Counted last, so a refused login or route never uses up quota.
-        try:
-            usage = self.plans.count(identity.key, plan, now)
-        except StoreUnavailable as exc:
-            raise self.failure(
-                GATE_UNAVAILABLE, identity.key, identity.package, retry_after=exc.retry_after
-            ) from None
-        if usage.over is not None:
-            error = self.failure(
-                RATE_LIMIT_EXCEEDED if usage.over == OVER_QPS else QUOTA_EXCEEDED,
-                identity.key,
-                identity.package,
-                retry_after=usage.retry_after(now),
-            )
-            if headers:
-                # The gateway sends its rate-limit fields on throttled 403s too.
-                error.extra_headers += usage.headers(now, mashery=self.settings.mashery_mode)
-            raise error
-        if headers:
-            current_usage.set((usage, now))
-        return identity
+        parsed = parse_basic(header)
+        if not isinstance(parsed, BasicCredentials):
+            if requirement.optional and parsed is HeaderProblem.MISSING:
+                return None
+            raise self.failure(_PROBLEMS[parsed])
+        key = parsed.key
+        if len(key) > MAX_KEY_LENGTH or "\x00" in key:
+            raise self.failure(INVALID_CREDENTIALS)
+        return parsed
 
-    def verify(self, record: KeyRecord, secret: str, now: float) -> Optional[float]:
-        """Match ``secret`` against the key's unexpired secrets.
+    def throttled(self, client: str, key: str, now: float, *, shared: bool) -> Optional[int]:
+        """Step 2: whole seconds the pair must wait, or ``None``.
 
-        A KDF runs only while the process's KDF budget allows it.
-
-        :return: when the matching secret expires (``inf`` for never), or
-            ``None`` when none matches.
-        :raises GateError: ``too-many-failures`` when the KDF budget is spent.
+        :param shared: read the shared counters too (``False``: only this
+            process's memo of throttled pairs, the cache hit's shortcut).
         """
-        if not secret:
+        throttle = self.throttle
+        if throttle is None:
             return None
+        if shared:
+            return throttle.retry_after(client, key, now)
+        return throttle.known_wait(client, key, now)
+
+    def lookup(
+        self, client: str, key: str, secret: str, now: float
+    ) -> tuple[Optional[KeyRecord], Verification]:
+        """Step 4: read the key and verify ``secret`` against it.
+
+        Credentials that cannot match (an empty key or secret, a control
+        character) are not looked up. A key whose secrets all need a KDF is
+        not read while the KDF budget is spent: the verification could not
+        run anyway.
+
+        :raises GateError: ``gate-unavailable`` when the store cannot be read.
+        """
+        if not key or not secret or has_control_character(key) or has_control_character(secret):
+            return None, _NO_MATCH
         budget = self.kdf_budget
-        live = [s for s in record.secrets if s.expires is None or s.expires > now]
-        # The cheap secrets first: a generated secret never waits on the budget.
+        if budget is not None and key in self._kdf_keys and not budget.available():
+            return None, Verification(None, budget.seconds_until_available())
+        try:
+            record = self.reader.lookup(key)
+        except StoreUnavailable as exc:
+            raise self.failure(GATE_UNAVAILABLE, key, retry_after=exc.retry_after) from None
+        if budget is not None:
+            self._remember_kdf_key(key, record, now)
+        if record is None:
+            return None, _NO_MATCH
+        return record, self.verify(record, secret, now)
+
+    def verify(self, record: KeyRecord, secret: str, now: float) -> Verification:
+        """Match ``secret`` against the key's live secrets, the cheap ones
+        first. A KDF runs only while the KDF budget allows it, and only work
+        on secrets that did not match is charged (a match is what the KDF is
+        for, and its success is cached).
+        """
+        budget = self.kdf_budget
+        live = [stored for stored in record.secrets if is_live(stored.expires, now)]
         live.sort(key=lambda stored: stored.method == KDF)
         for stored in live:
             if budget is not None and stored.method == KDF:
                 if not budget.available():
-                    raise self.failure(
-                        TOO_MANY_FAILURES, record.key, retry_after=budget.seconds_until_available()
-                    )
+                    return Verification(None, budget.seconds_until_available())
                 started = time.perf_counter()
                 matched = verify_secret(stored.method, stored.value, secret)
                 if not matched:
-                    # Only wasted work is charged: a match is what the KDF is
-                    # for, and its success is cached.
                     budget.spend(time.perf_counter() - started)
             else:
                 matched = verify_secret(stored.method, stored.value, secret)
             if matched:
-                return float("inf") if stored.expires is None else stored.expires
-        return None
+                return Verification(float("inf") if stored.expires is None else stored.expires)
+        return _NO_MATCH
 
     def is_active(self, record: KeyRecord, now: float) -> bool:
-        """Whether a key whose secret matched may be used now."""
-        if record.status != ACTIVE:
-            return False
-        if record.not_before is not None and now < record.not_before:
-            return False
-        return record.expires is None or now < record.expires
+        """Step 5: whether a key whose secret matched may be used now."""
+        return key_state(record.status, record.not_before, record.expires, now) == ACTIVE
+
+    def admit(self, requirement: Requirement, identity: KeyIdentity, now: float) -> Decision:
+        """Steps 6 and 7 for a verified, active key (cached successes too):
+        the route's packages, then the plan.
+
+        :raises GateError: ``package-not-authorized``, ``rate-limit-exceeded``,
+            ``quota-exceeded`` or ``gate-unavailable``.
+        """
+        packages = requirement.packages
+        if packages is not None and identity.package not in packages:
+            raise self.failure(PACKAGE_NOT_AUTHORIZED, identity.key, identity.package)
+        if identity.plan is None:
+            return Decision(identity, None, now)
+        return Decision(identity, self.count(identity, now), now)
+
+    def count(self, identity: KeyIdentity, now: float) -> Usage:
+        """Step 7: count the call against the key's plan, last, so a refused
+        login or route never uses up quota.
+
+        A limit of 0 refuses every call without counting. A key refused
+        over a limit stays refused, without counting, until that limit's
+        window ends.
+
+        :raises GateError: ``rate-limit-exceeded``, ``quota-exceeded`` or
+            ``gate-unavailable``.
+        """
+        plan = identity.plan
+        assert plan is not None
+        plans = self.plans
+        key = identity.key
+        known = plans.known_refusal(key, plan, now)
+        if known is not None:
+            raise self._over(identity, known, now)
+        if plan.qps == 0 or plan.quota == 0:
+            span = window(plan.period, now) if plan.quota is not None else None
+            over = OVER_QPS if plan.qps == 0 else OVER_QUOTA
+            raise self._over(identity, Usage(plan, None, None, span, over), now)
+        try:
+            usage = plans.count(key, plan, now)
+        except StoreUnavailable as exc:
+            # Fail closed, like the key store: an uncounted call could pass
+            # any limit.
+            raise self.failure(
+                GATE_UNAVAILABLE, key, identity.package, retry_after=exc.retry_after
+            ) from None
+        if plan.qps is not None and usage.qps_count is not None and usage.qps_count > plan.qps:
+            over = OVER_QPS
+        elif (
+            plan.quota is not None
+            and usage.quota_count is not None
+            and usage.quota_count > plan.quota
+        ):
+            over = OVER_QUOTA
+        else:
+            return usage
+        usage = plans.give_back(key, usage, now)._replace(over=over)
+        plans.remember_refusal(key, usage, now)
+        raise self._over(identity, usage, now)
+
+    # -- outcomes ----------------------------------------------------------------
 
     def failure(
         self,
@@ -355,32 +391,32 @@ class GatePolicy:
             package=package,
         )
 
-    def _remember_kdf_key(self, key: str, record: Optional[KeyRecord], now: float) -> None:
-        live = (
-            []
-            if record is None
-            else [
-                stored
-                for stored in record.secrets
-                if stored.expires is None or stored.expires > now
-            ]
+    def key_changed(self, key: str) -> None:
+        """Forget what this policy remembers of ``key`` (a
+        :attr:`KeyStore.on_change` listener)."""
+        self._kdf_keys.pop(key)
+
+    def _over(self, identity: KeyIdentity, usage: Usage, now: float) -> GateError:
+        error = self.failure(
+            RATE_LIMIT_EXCEEDED if usage.over == OVER_QPS else QUOTA_EXCEEDED,
+            identity.key,
+            identity.package,
+            retry_after=usage.retry_after(now),
         )
-        kdf_only = bool(live) and all(stored.method == KDF for stored in live)
-        known = self._kdf_keys
-        if not kdf_only:
-            known.pop(key, None)
-        elif key not in known:
-            if len(known) >= _MAX_KDF_KEYS:
-                try:
-                    known.pop(next(iter(known)), None)
-                except (StopIteration, RuntimeError):  # another thread changed it
-                    known.clear()
-            known[key] = None
+        if self.settings.rate_limit_headers:
+            # The gateway sends its rate-limit fields on throttled 403s too.
+            error.extra_headers += usage.headers(now, mashery=self.settings.mashery_mode)
+        return error
 
-    def _forget_kdf_key(self, key: str) -> None:
-        self._kdf_keys.pop(key, None)
+    def _failed(self, client: str, key: str, now: float) -> None:
+        # A failed attempt counts against its pair, so one address cannot
+        # keep the store busy with refused guesses.
+        if self.throttle is not None:
+            self.throttle.failed(client, key, now)
 
-    def _throttled(self, client: str, key: str, now: float) -> GateError:
-        assert self.throttle is not None
-        wait = self.throttle.retry_after(client, key, now) or 1
-        return self.failure(TOO_MANY_FAILURES, key, retry_after=wait)
+    def _remember_kdf_key(self, key: str, record: Optional[KeyRecord], now: float) -> None:
+        live = [] if record is None else [s for s in record.secrets if is_live(s.expires, now)]
+        if live and all(stored.method == KDF for stored in live):
+            self._kdf_keys.put(key, True)
+        elif key in self._kdf_keys:
+            self._kdf_keys.pop(key)

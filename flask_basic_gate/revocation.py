@@ -36,6 +36,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Optional
 
+from .backends import redis_client
+
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
@@ -49,7 +51,6 @@ __all__ = [
     "Revocation",
     "channel_name",
     "make_revocation",
-    "redis_client",
 ]
 
 logger = logging.getLogger("flask_basic_gate")
@@ -59,9 +60,6 @@ logger = logging.getLogger("flask_basic_gate")
 TRUST_WINDOW = 1.0
 #: Seconds between heartbeats (a ``PING`` on the subscription).
 HEARTBEAT = 0.25
-#: Socket and connect timeout of every Redis connection the gate opens: a
-#: hung Redis costs a request or a CLI command at most this long per call.
-REDIS_TIMEOUT = 0.25
 #: First and longest wait between reconnection attempts, in seconds.
 FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 2.0
@@ -82,21 +80,6 @@ def channel_name(database_url: str) -> str:
     """
     digest = hashlib.blake2b(database_url.encode("utf-8"), digest_size=8).hexdigest()
     return _PREFIX + digest
-
-
-def redis_client(url: str) -> Any:
-    """A :class:`redis.Redis` for ``url`` with the gate's short timeouts and
-    no retries (the gate has its own fallback for each use)."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=REDIS_TIMEOUT,
-        socket_connect_timeout=REDIS_TIMEOUT,
-        retry=Retry(NoBackoff(), 0),
-    )
 
 
 class Revocation:
@@ -157,8 +140,6 @@ class RedisRevocation(Revocation):
         # Whether the loss of Redis has been logged (once per outage).
         self._lost_logged = False
         self._publish_failed_logged = False
-        if throttle is not None:
-            throttle.on_blocked.append(self.pair_blocked)
         _watch_forks(self)
 
     # -- the policy's side -----------------------------------------------------
@@ -325,8 +306,9 @@ class RedisRevocation(Revocation):
             logger.warning("ignored a malformed message on %s (%s)", self.channel, exc)
             return
         throttle = self.throttle
-        if throttle is not None and not throttle.is_blocked(client, key, time.time()):
-            throttle.block(client, key, min(until, time.time() + MAX_BLOCK))
+        now = time.time()
+        if throttle is not None and throttle.known_wait(client, key, now) is None:
+            throttle.block(client, key, min(until, now + MAX_BLOCK))
 
 
 _instances: weakref.WeakSet[RedisRevocation] = weakref.WeakSet()

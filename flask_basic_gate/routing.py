@@ -21,7 +21,14 @@ except ImportError:  # Flask 2.3
 
 from .config import Settings
 
-__all__ = ["EXEMPT", "Requirement", "Routes", "is_static_view", "packages_of"]
+__all__ = [
+    "EXEMPT",
+    "Requirement",
+    "Routes",
+    "is_exempt_method",
+    "is_static_view",
+    "packages_of",
+]
 
 #: Attribute a decorator sets on a view: a :class:`Requirement` or :data:`EXEMPT`.
 MARK = "_basic_gate_mark"
@@ -106,7 +113,7 @@ class Routes:
     ) -> Optional[Requirement]:
         """What a request with ``method`` to ``endpoint`` must show, or
         ``None`` when it goes through unchecked."""
-        if method in settings.exempt_methods:
+        if is_exempt_method(settings, method):
             return None
         if endpoint is None:  # no route: guarded like a gateway, then 404
             return REQUIRED if settings.protect_all else None
@@ -138,6 +145,13 @@ class Routes:
             if view in self.wrapped and not isinstance(getattr(view, MARK, None), Requirement):
                 return endpoint
         return None
+
+
+def is_exempt_method(settings: Settings, method: str) -> bool:
+    """Whether requests with ``method`` go through unchecked everywhere
+    (``BASIC_GATE_EXEMPT_METHODS``: ``OPTIONS`` by default, so CORS
+    preflights, which never carry credentials, are answered)."""
+    return method in settings.exempt_methods
 
 
 def _narrowest(view: Optional[Requirement], blueprint: Requirement) -> Requirement:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .cache import VerificationCache
     from .config import Settings
     from .extension import BasicGate
+    from .guard import Guard
     from .policy import GatePolicy
     from .revocation import Revocation
     from .store import KeyStore
@@ -50,6 +51,8 @@ class GateState:
     settings: Settings
     #: Changes across processes (a no-op without ``BASIC_GATE_REDIS_URL``).
     revocation: Revocation
+    #: Asks the policy about the app's requests.
+    guard: Guard
     #: More components, by name, for extensions of the gate.
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -12,7 +12,6 @@ from flask import Flask
 from flask_basic_gate import BasicGate
 from flask_basic_gate.cache import VerificationCache
 from flask_basic_gate.identity import KeyIdentity
-from flask_basic_gate.testing import basic_auth_header
 
 from .conftest import AppFactory, QueryCounter, provision
 
@@ -135,20 +134,20 @@ def test_entry_never_outlives_key_expiry(cached_app: Any, auth: Any) -> None:
 def test_size_bound() -> None:
     cache = VerificationCache(3)
     for n in range(5):
-        cache.put(cache.digest(f"Basic k{n}"), KeyIdentity(f"k{n}", "p", None, None, n), 1e12)
+        cache.put(f"k{n}", "s", KeyIdentity(f"k{n}", "p", None, None, n), 1e12)
     assert len(cache) == 3
-    assert cache.get(cache.digest("Basic k0")) is None
-    assert cache.get(cache.digest("Basic k4")) is not None
+    assert cache.lookup("k0", "s", 0.0) is None
+    assert cache.lookup("k4", "s", 0.0) is not None
 
 
 def test_digest_keyed_one_way() -> None:
     one, two = VerificationCache(1), VerificationCache(1)
-    header = basic_auth_header("criticalmix", "topsecret")
-    assert one.digest(header) != two.digest(header)
-    assert one.digest(header) == one.digest(header)
-    assert one.digest(header) != one.digest(basic_auth_header("criticalmix", "topsecreT"))
-    assert b"topsecret" not in one.digest(header)
-    assert one.digest("Basic \udcff") != one.digest("Basic \xff")  # any text, no crash
+    digest = one._digest("criticalmix", "topsecret")
+    assert digest != two._digest("criticalmix", "topsecret")
+    assert digest == one._digest("criticalmix", "topsecret")
+    assert digest != one._digest("criticalmix", "topsecreT")
+    assert b"topsecret" not in digest
+    assert one._digest("k", "\udcff") != one._digest("k", "\xff")  # any text, no crash
 
 
 def test_ten_thousand_entries_under_ten_megabytes() -> None:
@@ -159,7 +158,7 @@ def test_ten_thousand_entries_under_ten_megabytes() -> None:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for identity in identities:
-        cache.put(cache.digest(basic_auth_header(identity.key, "secret")), identity, 1e12)
+        cache.put(identity.key, "secret", identity, 1e12)
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert len(cache) == 10_000

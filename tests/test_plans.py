@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from flask_basic_gate import AdminError, BasicGate
+from flask_basic_gate import AdminError, BasicGate, GateError, KeyIdentity
 from flask_basic_gate.plans import PlanCounter, gateway_date, parse_quota, window
 from flask_basic_gate.records import Plan, effective_plan
 from flask_basic_gate.store import UNSET, KeyImport
@@ -450,24 +450,34 @@ class OneTrip(PlanCounter):
         return super().incr_many(counters)
 
 
-def test_one_round_trip_per_counted_call() -> None:
+def test_one_round_trip_per_counted_call(app_factory: AppFactory) -> None:
+    policy = BasicGate.state(app_factory()).policy
     storage = CountingStorage()
-    counter = OneTrip(storage, clock=Clock(JAN_END))  # type: ignore[arg-type]
+    counter = policy.plans = OneTrip(storage, clock=Clock(JAN_END))  # type: ignore[arg-type]
+
+    def over(key: str, plan: Plan) -> Optional[str]:
+        """The plan step's refusal for one call of ``key``, or ``None``."""
+        try:
+            policy.count(KeyIdentity(key, "p", None, None, 1, plan), JAN_END)
+        except GateError as error:
+            return error.error_code
+        return None
+
     qps_only, both = Plan(100, None), Plan(100, 1000, "day")
     for _ in range(5):
-        assert counter.count("a", qps_only).over is None
+        assert over("a", qps_only) is None
     assert (counter.trips, storage.calls) == (5, 5)
     for _ in range(5):
-        assert counter.count("b", both).over is None
+        assert over("b", both) is None
     assert counter.trips == 10
     # Refusals: the first gives its quota back, the next cost nothing.
     tight = Plan(1, 1000, "day")
-    counter.count("c", tight)
+    over("c", tight)
     trips, calls = counter.trips, storage.calls
-    assert counter.count("c", tight).over == "qps"
+    assert over("c", tight) == "rate-limit-exceeded"
     assert counter.trips == trips + 1
     assert storage.calls == calls + 3
-    assert [counter.count("c", tight).over for _ in range(5)] == ["qps"] * 5
+    assert [over("c", tight) for _ in range(5)] == ["rate-limit-exceeded"] * 5
     assert (counter.trips, storage.calls) == (trips + 1, calls + 3)
     assert storage.inner.get(f"basic-gate-plan/quota/day/c/{window('day', JAN_END)[0]}") == 1
 
@@ -495,7 +505,7 @@ def test_qps_and_quota_in_one_redis_round_trip(
 ) -> None:
     url = redis_url
     redis = pytest.importorskip("redis")
-    from flask_basic_gate.throttle import make_storage
+    from flask_basic_gate.backends import make_storage
 
     counter = PlanCounter(make_storage(url), clock=Clock(JAN_END))
     plan = Plan(100, 1000, "day")

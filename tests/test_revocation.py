@@ -19,12 +19,8 @@ import pytest
 from flask import Flask
 
 from flask_basic_gate import BasicGate
-from flask_basic_gate.revocation import (
-    TRUST_WINDOW,
-    RedisRevocation,
-    Revocation,
-    redis_client,
-)
+from flask_basic_gate.backends import redis_client
+from flask_basic_gate.revocation import TRUST_WINDOW, RedisRevocation, Revocation
 from flask_basic_gate.testing import basic_auth_headers
 
 from .conftest import AppFactory, provision

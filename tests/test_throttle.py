@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from flask_basic_gate import BasicGate
-from flask_basic_gate.throttle import KdfBudget
+from flask_basic_gate.kdf import KdfBudget
 
 from .conftest import AppFactory, provision
 
@@ -200,11 +200,11 @@ def test_local_counters_are_a_limits_storage(monkeypatch: pytest.MonkeyPatch) ->
     from limits import parse
     from limits.strategies import FixedWindowRateLimiter
 
-    from flask_basic_gate import throttle
+    from flask_basic_gate import backends
 
     now = [1_000_000.0]
-    monkeypatch.setattr(throttle.time, "time", lambda: now[0])
-    storage = throttle.make_storage(None)
+    monkeypatch.setattr(backends.time, "time", lambda: now[0])
+    storage = backends.make_storage(None)
     limiter = FixedWindowRateLimiter(storage)
     item = parse("2/minute")
     assert limiter.hit(item, "a") and limiter.hit(item, "a")

@@ -16,10 +16,17 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
+from .bounded import BoundedMap
+
 if TYPE_CHECKING:
     from limits.storage import Storage
 
-__all__ = ["REDIS_TIMEOUT", "local_counters", "make_storage", "redis_client"]
+__all__ = ["MAX_LOCAL_COUNTERS", "REDIS_TIMEOUT", "local_counters", "make_storage", "redis_client"]
+
+#: Most counters one process keeps in memory (without Redis). Clients create
+#: them (one per failing address and key), so they are capped: when full,
+#: the expired go first, then the oldest. About 20 MB at the cap.
+MAX_LOCAL_COUNTERS = 50_000
 
 #: Socket and connect timeout of every Redis connection the gate opens: a
 #: hung Redis costs a request or a CLI command at most this long per call.
@@ -71,8 +78,10 @@ def make_storage(redis_url: Optional[str]) -> Storage:
     )
 
 
-def local_counters() -> Storage:
+def local_counters(size: Optional[int] = None) -> Storage:
     """A :mod:`limits` storage of fixed-window counters in this process.
+
+    :param size: the most counters kept (default :data:`MAX_LOCAL_COUNTERS`).
 
     limits' own ``memory://`` storage starts a timer thread while counters
     are pending expiry, and under a flood of failures starting that thread
@@ -82,10 +91,14 @@ def local_counters() -> Storage:
 
     .. versionadded:: 0.1
     """
-    return _local_counters_class()()
+    return _local_counters_class()(size=size or MAX_LOCAL_COUNTERS)
 
 
 _LOCAL_COUNTERS: Optional[type[Storage]] = None
+
+
+def _window_end(counter: list[float]) -> float:
+    return counter[1]
 
 
 def _local_counters_class() -> type[Storage]:
@@ -98,10 +111,12 @@ def _local_counters_class() -> type[Storage]:
     class LocalCounters(Storage):
         STORAGE_SCHEME = None
 
-        def __init__(self, uri: Optional[str] = None, **options: object) -> None:
+        def __init__(self, uri: Optional[str] = None, *, size: int = MAX_LOCAL_COUNTERS) -> None:
             super().__init__(uri, wrap_exceptions=False)
             # key -> [count, POSIX time the window ends]
-            self._counters: dict[str, list[float]] = {}
+            self._counters: BoundedMap[str, list[float]] = BoundedMap(
+                size, expires=_window_end, clock=lambda: time.time()
+            )
             self._lock = threading.Lock()
             self._next_sweep = 0.0
 
@@ -115,12 +130,15 @@ def _local_counters_class() -> type[Storage]:
             # limits 4 passes elastic_expiry too (a sliding expiry, unused here).
             elastic_expiry = legacy.get("elastic_expiry", False)
             now = time.time()
+            counters = self._counters
             with self._lock:
                 if now >= self._next_sweep:
-                    self._sweep(now)
-                counter = self._counters.get(key)
+                    counters.sweep()
+                    self._next_sweep = now + 1.0
+                counter = counters.get(key)
                 if counter is None or counter[1] <= now:
-                    counter = self._counters[key] = [0, now + expiry]
+                    counter = [0, now + expiry]
+                    counters.put(key, counter)
                 elif elastic_expiry:
                     counter[1] = now + expiry
                 counter[0] += amount
@@ -140,20 +158,12 @@ def _local_counters_class() -> type[Storage]:
             return True
 
         def reset(self) -> int:
-            with self._lock:
-                count = len(self._counters)
-                self._counters.clear()
+            count = len(self._counters)
+            self._counters.clear()
             return count
 
         def clear(self, key: str) -> None:
-            with self._lock:
-                self._counters.pop(key, None)
-
-        def _sweep(self, now: float) -> None:
-            # Under the lock.
-            for key in [k for k, (_, end) in self._counters.items() if end <= now]:
-                del self._counters[key]
-            self._next_sweep = now + 1.0
+            self._counters.pop(key)
 
     _LOCAL_COUNTERS = LocalCounters
     return LocalCounters

@@ -78,10 +78,11 @@ LOOKUP_CONNECTIONS = "BASIC_GATE_LOOKUP_CONNECTIONS"
 #: library's notation (``"10/minute"``, ``"5/minute;50/hour"``); ``"off"``
 #: turns the throttle off.
 FAILURE_LIMIT = "BASIC_GATE_FAILURE_LIMIT"
-#: Seconds of key-derivation work (scrypt, PBKDF2) one process may waste per
-#: second on person-chosen secrets that did not match (0.02: a fiftieth of a
-#: core); past it a request that needs a KDF is answered 429 at once instead
-#: of queueing work. ``"off"``: no bound.
+#: Seconds of key-derivation CPU time (scrypt, PBKDF2) one process may spend
+#: per second on person-chosen secrets that did not match (0.08: about one
+#: scrypt verification a second, with a burst of about ten); past it a request
+#: that needs a KDF is answered 429 at once instead of queueing work. Secrets
+#: verified before never need it. ``"off"``: no bound.
 KDF_BUDGET = "BASIC_GATE_KDF_BUDGET"
 #: Seconds a key lookup may take before it is abandoned and the request
 #: answered 503 ``gate-unavailable``.
@@ -117,7 +118,7 @@ DEFAULTS: dict[str, Any] = {
     CACHE_TTL: 30,
     LOOKUP_CONNECTIONS: 1,
     FAILURE_LIMIT: "10/minute",
-    KDF_BUDGET: 0.02,
+    KDF_BUDGET: 0.08,
     STORE_TIMEOUT: 3,
     REDIS_URL: None,
     RATE_LIMIT_HEADERS: False,
@@ -350,6 +351,15 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
     realm = config[REALM]
     if not isinstance(realm, str) or not realm or '"' in realm or "\\" in realm:
         raise _bad(REALM, realm, "a non-empty string without quotes or backslashes")
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0 or ord(char) > 0xFF for char in realm):
+        # It goes into the WWW-Authenticate header of every 401: a header
+        # holds ISO-8859-1 text and no control character (a line break would
+        # end the header).
+        raise _bad(
+            REALM,
+            realm,
+            "ISO-8859-1 text without control characters (it goes into a response header)",
+        )
     config[EXEMPT_METHODS] = _parse_methods(EXEMPT_METHODS, config[EXEMPT_METHODS])
     bind_key = config[BIND_KEY]
     if bind_key is not None and not isinstance(bind_key, str):

@@ -32,6 +32,7 @@ from .backends import make_storage
 from .cache import VerificationCache
 from .cli import basic_gate_cli
 from .guard import Guard, current_key, get_current_key
+from .hashing import KnownGood
 from .kdf import KdfBudget
 from .models import get_models
 from .plans import PlanCounter
@@ -138,6 +139,7 @@ class BasicGate:
             kdf_budget=kdf_budget,
             plans=plans,
             revocation=revocation,
+            known_good=KnownGood(),
         )
         guard = Guard(app, policy, settings, self._routes)
         self._guards.append(guard)

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from typing import NamedTuple
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .bounded import BoundedMap
+
 __all__ = [
     "GENERATED",
     "KDF",
+    "KnownGood",
     "PLAINTEXT",
     "StoredSecret",
     "generate_secret",
@@ -89,3 +93,56 @@ def verify_secret(method: str, stored: str, secret: str) -> bool:
     if method == PLAINTEXT:
         return hmac.compare_digest(secret.encode("utf-8"), stored.encode("utf-8"))
     return False
+
+
+#: Most credentials remembered as known good.
+MAX_KNOWN_GOOD = 50_000
+
+
+class KnownGood:
+    """Secrets that matched a stored KDF hash, so they never need the KDF again.
+
+    A success is remembered as a fact about the stored secret and the
+    presented one: a keyed BLAKE2b digest of both, under a key that lives only
+    in this process's memory. It holds for as long as that stored secret is
+    unchanged: a rotation, deletion or expiry changes or removes the stored
+    value, and no digest of the old one can match the new one, so the memo
+    can never accept a secret the store no longer holds. Failures are never
+    remembered here.
+
+    A second digest, of the key and the presented secret, says only that
+    these credentials were good once: the policy reads the store for them
+    even while the KDF bound is spent (and then verifies by the first
+    digest).
+
+    :param size: the most credentials kept; the oldest go first.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = ("_key", "_proofs")
+
+    def __init__(self, size: int = MAX_KNOWN_GOOD) -> None:
+        self._key = os.urandom(32)
+        self._proofs: BoundedMap[bytes, bool] = BoundedMap(size)
+
+    def _digest(self, *parts: str) -> bytes:
+        text = "\x00".join(parts).encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(text, key=self._key, digest_size=16).digest()
+
+    def matches(self, stored: str, secret: str) -> bool:
+        """Whether ``secret`` matched the stored hash ``stored`` before."""
+        return self._digest("s", stored, secret) in self._proofs
+
+    def was_good(self, key: str, secret: str) -> bool:
+        """Whether ``key`` and ``secret`` authenticated before (against
+        whatever the key then held)."""
+        return self._digest("k", key, secret) in self._proofs
+
+    def remember(self, key: str, stored: str, secret: str) -> None:
+        """Record that ``secret`` matched ``key``'s stored hash ``stored``."""
+        self._proofs.put(self._digest("s", stored, secret), True)
+        self._proofs.put(self._digest("k", key, secret), True)
+
+    def __len__(self) -> int:
+        return len(self._proofs)

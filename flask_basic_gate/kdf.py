@@ -1,9 +1,22 @@
 """The bound on key-derivation work: how much CPU one process may spend on
-scrypt or PBKDF2 for secrets that did not match.
+scrypt or PBKDF2 for secrets it does not already know to be good.
 
-:class:`KdfBudget` is a token bucket of seconds of work. It only says
-whether work may start and records work done; the policy decides what a
-request gets when it may not.
+:class:`KdfBudget` holds seconds of CPU time in two token buckets, and
+admits a verification or says how long to wait; the policy decides what a
+request gets when it must wait. Only work on secrets that did not match is
+charged, in CPU time of the thread that ran it (load on the machine does not
+make a verification cost more), and a credential the gate has verified
+before never needs a KDF again (:class:`~flask_basic_gate.hashing.KnownGood`),
+so valid clients never wait on this bound.
+
+Admission (after the OWASP "device cookie" idea: lock out untrusted clients
+together, trusted ones one by one): a client address that has failed in the
+last :data:`FAILURE_MEMORY` seconds may only use the *shared* bucket; an
+address that has not may also use the *reserve*, a :data:`RESERVE` share of
+the budget that failing clients can never spend. So one stale client, or one
+address cycling through keys, cannot keep the first attempts of other
+clients from being verified. An attack from many fresh addresses does reach
+the reserve: each address's first attempt is a stranger's like any other.
 """
 
 from __future__ import annotations
@@ -11,54 +24,123 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable
+from typing import Callable, Optional
 
-__all__ = ["KdfBudget"]
+from .bounded import BoundedMap
+
+__all__ = ["BURST_SECONDS", "FAILURE_MEMORY", "RESERVE", "KdfBudget"]
+
+#: The burst, in seconds of the rate: after a quiet time a process may
+#: spend this many seconds' worth of budget at once.
+BURST_SECONDS = 10.0
+#: The share of the budget kept for addresses that have not failed lately.
+RESERVE = 0.5
+#: Seconds an address counts as failing after its last failed attempt.
+FAILURE_MEMORY = 60.0
+#: Most addresses remembered as failing; the expired go first, then the oldest.
+MAX_FAILING = 50_000
+
+
+class _Bucket:
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def wait(self) -> float:
+        return -self.tokens / self.rate if self.tokens <= 0 else 0.0
 
 
 class KdfBudget:
-    """A token bucket of seconds of key-derivation work, for one process.
+    """Seconds of key-derivation CPU time one process may spend, per second.
 
-    :param rate: seconds of work allowed per second (``0.02``: a fiftieth of a core).
+    :param rate: seconds of work allowed per second (``0.08``: about one
+        scrypt verification a second at werkzeug's default cost).
     :param burst: the most seconds of work that may be spent at once after
-        a quiet time (default: a tenth of a second, about one scrypt
-        verification at werkzeug's default cost).
+        a quiet time (default: :data:`BURST_SECONDS` times ``rate``, about
+        ten scrypt verifications).
+    :param reserve: the share of ``rate`` and ``burst`` kept for client
+        addresses that have not failed lately.
     :param clock: a monotonic clock, for tests.
 
     .. versionadded:: 0.1
     """
 
     def __init__(
-        self, rate: float, burst: float = 0.1, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: Optional[float] = None,
+        *,
+        reserve: float = RESERVE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rate = rate
-        self.burst = max(burst, rate)
+        self.burst = max(rate * BURST_SECONDS if burst is None else burst, rate)
         self.clock = clock
-        self._tokens = self.burst
-        self._stamp = clock()
+        now = clock()
+        self._shared = _Bucket(rate * (1 - reserve), self.burst * (1 - reserve), now)
+        self._reserve = _Bucket(rate * reserve, self.burst * reserve, now)
         self._lock = threading.Lock()
+        # Client addresses with a recent failed attempt, with when it ends.
+        self.failing: BoundedMap[str, float] = BoundedMap(MAX_FAILING, expires=float, clock=clock)
 
-    def available(self) -> bool:
-        """Whether one more verification may start now (never waits)."""
+    def trusted(self, client: str) -> bool:
+        """Whether ``client`` has not failed in the last :data:`FAILURE_MEMORY` seconds."""
+        until = self.failing.get(client)
+        return until is None or until <= self.clock()
+
+    def failed(self, client: str) -> None:
+        """Remember that ``client`` just failed an attempt."""
+        self.failing.put(client, self.clock() + FAILURE_MEMORY)
+
+    def wait(self, client: str) -> Optional[int]:
+        """``None`` when a verification for ``client`` may start now; else the
+        whole seconds (at least 1) until one may. Never waits itself."""
+        trusted = self.trusted(client)
         with self._lock:
-            self._refill()
-            return self._tokens > 0
+            now = self.clock()
+            self._shared.refill(now)
+            if self._shared.tokens > 0:
+                return None
+            delay = self._shared.wait()
+            if trusted and self._reserve.rate > 0:
+                self._reserve.refill(now)
+                if self._reserve.tokens > 0:
+                    return None
+                delay = min(delay, self._reserve.wait())
+        return max(1, math.ceil(delay))
+
+    def available(self, client: str = "") -> bool:
+        """Whether a verification for ``client`` may start now."""
+        return self.wait(client) is None
 
     def spend(self, seconds: float) -> None:
-        """Charge ``seconds`` of work done (may go below zero: the debt is paid
-        back before the next verification may start)."""
+        """Charge ``seconds`` of CPU time spent on a secret that did not match:
+        to the shared bucket while it has any, else to the reserve. Either
+        may go below zero: the debt is paid back before it admits again."""
         with self._lock:
-            self._refill()
-            self._tokens -= seconds
+            now = self.clock()
+            self._shared.refill(now)
+            bucket = self._shared if self._shared.tokens > 0 else self._reserve
+            bucket.refill(now)
+            bucket.tokens -= seconds
 
-    def _refill(self) -> None:
-        now = self.clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-
-    def seconds_until_available(self) -> int:
-        """Whole seconds (at least 1) until :meth:`available` turns true."""
+    @property
+    def tokens(self) -> float:
+        """Seconds of work that may be spent now, both buckets together."""
         with self._lock:
-            self._refill()
-            missing = -self._tokens
-        return max(1, math.ceil(missing / self.rate)) if missing > 0 else 1
+            now = self.clock()
+            self._shared.refill(now)
+            self._reserve.refill(now)
+            return self._shared.tokens + self._reserve.tokens
+
+    def seconds_until_available(self, client: str = "") -> int:
+        """Whole seconds (at least 1) until a verification for ``client`` may start."""
+        return self.wait(client) or 1

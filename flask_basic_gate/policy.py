@@ -53,7 +53,7 @@ from .errors import (
     StoreUnavailable,
     failure,
 )
-from .hashing import KDF, verify_secret
+from .hashing import KDF, KnownGood, verify_secret
 from .header import BasicCredentials, HeaderProblem, has_control_character, parse_basic
 from .identity import KeyIdentity
 from .kdf import KdfBudget
@@ -127,6 +127,8 @@ class GatePolicy:
         ``BASIC_GATE_KDF_BUDGET`` is off.
     :param plans: counts the calls of keys with a plan.
     :param revocation: tells whether cached successes may be trusted.
+    :param known_good: credentials verified before, so a KDF runs once per
+        credential and stored secret, not once per cache lifetime.
 
     .. versionadded:: 0.1
     """
@@ -141,6 +143,7 @@ class GatePolicy:
         kdf_budget: Optional[KdfBudget],
         plans: PlanCounter,
         revocation: Revocation,
+        known_good: KnownGood,
     ) -> None:
         self.store = store
         self.reader: KeyLookup = store.reader
@@ -156,6 +159,8 @@ class GatePolicy:
         self.plans = plans
         #: Tells other processes about changes and hears theirs.
         self.revocation = revocation
+        #: Credentials that matched a stored KDF hash before.
+        self.known_good = known_good
         self._ttl = settings.cache_ttl
         # Keys whose live secrets all need a KDF, as last read.
         self._kdf_keys: BoundedMap[str, bool] = BoundedMap(MAX_KDF_KEYS)
@@ -197,10 +202,11 @@ class GatePolicy:
             raise self.failure(TOO_MANY_FAILURES, key, retry_after=wait)
         generation = self.cache.generation(key)
         record, found = self.lookup(client, key, secret, now)  # 4
+        if found.budget_wait is not None:
+            # Nothing was verified, so nothing counts against the pair.
+            raise self.failure(TOO_MANY_FAILURES, key, retry_after=found.budget_wait)
         if record is None or found.expires is None:
             self._failed(client, key, now)
-            if found.budget_wait is not None:
-                raise self.failure(TOO_MANY_FAILURES, key, retry_after=found.budget_wait)
             raise self.failure(INVALID_CREDENTIALS, key)
         if not self.is_active(record, now):  # 5
             raise self.failure(KEY_INACTIVE, key, record.package)
@@ -260,16 +266,19 @@ class GatePolicy:
 
         Credentials that cannot match (an empty key or secret, a control
         character) are not looked up. A key whose secrets all need a KDF is
-        not read while the KDF budget is spent: the verification could not
-        run anyway.
+        not read while the KDF budget has nothing for this client, unless
+        these credentials were good before: the verification could not run
+        anyway.
 
         :raises GateError: ``gate-unavailable`` when the store cannot be read.
         """
         if not key or not secret or has_control_character(key) or has_control_character(secret):
             return None, _NO_MATCH
         budget = self.kdf_budget
-        if budget is not None and key in self._kdf_keys and not budget.available():
-            return None, Verification(None, budget.seconds_until_available())
+        if budget is not None and key in self._kdf_keys:
+            wait = budget.wait(client)
+            if wait is not None and not self.known_good.was_good(key, secret):
+                return None, Verification(None, wait)
         try:
             record = self.reader.lookup(key)
         except StoreUnavailable as exc:
@@ -278,27 +287,36 @@ class GatePolicy:
             self._remember_kdf_key(key, record, now)
         if record is None:
             return None, _NO_MATCH
-        return record, self.verify(record, secret, now)
+        return record, self.verify(record, secret, now, client)
 
-    def verify(self, record: KeyRecord, secret: str, now: float) -> Verification:
+    def verify(self, record: KeyRecord, secret: str, now: float, client: str = "") -> Verification:
         """Match ``secret`` against the key's live secrets, the cheap ones
-        first. A KDF runs only while the KDF budget allows it, and only work
-        on secrets that did not match is charged (a match is what the KDF is
-        for, and its success is cached).
+        first. A person-chosen secret that matched its stored hash before
+        is verified by one digest (:class:`~flask_basic_gate.hashing.KnownGood`);
+        otherwise a KDF runs only while the KDF budget admits ``client``, and
+        only its CPU time on secrets that did not match is charged (a match
+        is what the KDF is for, and it is remembered).
         """
         budget = self.kdf_budget
+        known = self.known_good
         live = [stored for stored in record.secrets if is_live(stored.expires, now)]
         live.sort(key=lambda stored: stored.method == KDF)
         for stored in live:
-            if budget is not None and stored.method == KDF:
-                if not budget.available():
-                    return Verification(None, budget.seconds_until_available())
-                started = time.perf_counter()
+            if stored.method != KDF:
                 matched = verify_secret(stored.method, stored.value, secret)
-                if not matched:
-                    budget.spend(time.perf_counter() - started)
+            elif known.matches(stored.value, secret):
+                matched = True
             else:
+                if budget is not None:
+                    wait = budget.wait(client)
+                    if wait is not None:
+                        return Verification(None, wait)
+                started = time.thread_time()
                 matched = verify_secret(stored.method, stored.value, secret)
+                if matched:
+                    known.remember(record.key, stored.value, secret)
+                elif budget is not None:
+                    budget.spend(time.thread_time() - started)
             if matched:
                 return Verification(float("inf") if stored.expires is None else stored.expires)
         return _NO_MATCH
@@ -410,9 +428,12 @@ class GatePolicy:
 
     def _failed(self, client: str, key: str, now: float) -> None:
         # A failed attempt counts against its pair, so one address cannot
-        # keep the store busy with refused guesses.
+        # keep the store busy with refused guesses, and makes the address a
+        # failing one for the KDF budget's admission.
         if self.throttle is not None:
             self.throttle.failed(client, key, now)
+        if self.kdf_budget is not None:
+            self.kdf_budget.failed(client)
 
     def _remember_kdf_key(self, key: str, record: Optional[KeyRecord], now: float) -> None:
         live = [] if record is None else [s for s in record.secrets if is_live(s.expires, now)]

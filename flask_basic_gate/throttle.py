@@ -19,6 +19,7 @@ would otherwise be served.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from limits.storage import Storage
     from limits.strategies import FixedWindowRateLimiter
 
-__all__ = ["SHARED_RETRY", "FailureThrottle"]
+__all__ = ["SHARED_RETRY", "FailureThrottle", "pair_id"]
 
 #: Most pairs remembered as throttled; the expired go first, then the oldest.
 MAX_BLOCKED = 10_000
@@ -43,6 +44,15 @@ _NAMESPACE = "basic-gate-failures"
 SHARED_RETRY = 1.0
 
 logger = logging.getLogger("flask_basic_gate")
+
+
+def pair_id(client: str, key: str) -> str:
+    """The fixed-size name of a (client address, key) pair in the counters
+    and the memo: whatever a client sends, a pair costs the same memory
+    (and on Redis, the same key length). The same in every process.
+    """
+    text = f"{client}\x00{key}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
 
 
 class FailureThrottle:
@@ -70,9 +80,9 @@ class FailureThrottle:
         self._local: Optional[FixedWindowRateLimiter] = None
         self._retry_shared_at = 0.0
         self._lock = threading.Lock()
-        #: Pairs this process knows to be over the limit, with the POSIX time
-        #: their window resets.
-        self.blocked: BoundedMap[tuple[str, str], float] = BoundedMap(MAX_BLOCKED, expires=float)
+        #: Pairs (by :func:`pair_id`) this process knows to be over the
+        #: limit, with the POSIX time their window resets.
+        self.blocked: BoundedMap[str, float] = BoundedMap(MAX_BLOCKED, expires=float)
         #: Called with (client, key, until) when a pair goes over the limit
         #: here (the revocation channel tells other processes).
         self.on_blocked: list[Callable[[str, str, float], object]] = []
@@ -87,9 +97,10 @@ class FailureThrottle:
         wait = self.known_wait(client, key, now)
         if wait is not None:
             return wait
+        pair = pair_id(client, key)
         for item in self.items:
-            if not self._count("test", item, client, key):
-                reset = self._count("get_window_stats", item, client, key).reset_time
+            if not self._count("test", item, pair):
+                reset = self._count("get_window_stats", item, pair).reset_time
                 until = max(reset, now + 1)
                 self.block(client, key, until)
                 for listener in self.on_blocked:
@@ -102,18 +113,20 @@ class FailureThrottle:
         reading the counters: ``None`` unless the pair is known throttled."""
         if not self.blocked:
             return None
-        until = self.blocked.get((client, key))
+        pair = pair_id(client, key)
+        until = self.blocked.get(pair)
         if until is None:
             return None
         if now < until:
             return _seconds(until - now)
-        self.blocked.discard_if((client, key), until)
+        self.blocked.discard_if(pair, until)
         return None
 
     def failed(self, client: str, key: str, now: float) -> None:
         """Count one failed verification of ``key`` from ``client``."""
+        pair = pair_id(client, key)
         for item in self.items:
-            self._count("hit", item, client, key)
+            self._count("hit", item, pair)
         # A pair that has just used up its allowance is throttled from now
         # on, cached successes included: otherwise the cache would answer
         # the next guesses, right ones with a 200 and wrong ones with a 429.
@@ -124,9 +137,9 @@ class FailureThrottle:
 
         The revocation listener calls this for pairs throttled elsewhere.
         """
-        self.blocked.put((client, key), until)
+        self.blocked.put(pair_id(client, key), until)
 
-    def _count(self, method: str, item: RateLimitItem, client: str, key: str) -> Any:
+    def _count(self, method: str, item: RateLimitItem, pair: str) -> Any:
         """Call the limiter's ``method`` for the pair: the shared limiter's,
         or the local one's while the shared storage fails."""
         limiter = self.limiter
@@ -134,11 +147,11 @@ class FailureThrottle:
         if limiter is not shared and time.monotonic() >= self._retry_shared_at:
             limiter = shared
         try:
-            result = getattr(limiter, method)(item, _NAMESPACE, client, key)
+            result = getattr(limiter, method)(item, _NAMESPACE, pair)
         except self._storage_error as exc:
             if limiter is not shared:
                 raise
-            return getattr(self._fall_back(exc), method)(item, _NAMESPACE, client, key)
+            return getattr(self._fall_back(exc), method)(item, _NAMESPACE, pair)
         if limiter is not self.limiter:
             self.limiter = limiter
             logger.warning("failed-attempt counters shared through Redis again")

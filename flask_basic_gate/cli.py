@@ -34,10 +34,10 @@ from flask.cli import AppGroup
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import StoreUnavailable
-from .extension import BasicGate
 from .models import ACTIVE, DISABLED
 from .plans import MAX_LIMIT, parse_quota
 from .records import DEFAULT_PERIOD
+from .state import get_state
 from .store import (
     MAX_KEY_LENGTH,
     STATES,
@@ -78,7 +78,7 @@ _MAX_GRACE = 10 * 365 * 24 * 3600
 
 
 def _store() -> KeyStore:
-    return BasicGate.state().store
+    return get_state().store
 
 
 def _writing_store() -> KeyStore:
@@ -496,7 +496,7 @@ def _quota_used(keys: list[str]) -> Optional[list[str]]:
     or ``None`` when this process cannot read the servers' counters: they
     are shared only on Redis (``BASIC_GATE_REDIS_URL``); in memory, they
     live in each server process."""
-    state = BasicGate.state()
+    state = get_state()
     if state.settings.redis_url is None:
         return None
     cells = []

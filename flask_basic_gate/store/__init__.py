@@ -17,7 +17,14 @@ from .admin import (
     KeyStore,
     NewSecret,
     PackageInfo,
+    check_import_row,
+    check_key,
+    check_owner,
+    check_package_name,
+    check_secret,
+    check_status,
     key_state,
+    parse_limit,
     utc_naive,
 )
 from .lookup import MAX_KEY_LENGTH, KeyLookup
@@ -36,6 +43,13 @@ __all__ = [
     "NewSecret",
     "PackageInfo",
     "SecretRecord",
+    "check_import_row",
+    "check_key",
+    "check_owner",
+    "check_package_name",
+    "check_secret",
+    "check_status",
     "key_state",
+    "parse_limit",
     "utc_naive",
 ]

@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..hashing import StoredSecret, generate_secret, hash_secret
-from ..models import ACTIVE, DISABLED, Models
+from ..models import Models
 from ..plans import check_limit, parse_quota
-from ..records import PERIODS, KeyRecord
+from ..records import ACTIVE, DISABLED, EXPIRED, NOT_YET_VALID, PERIODS, KeyRecord, is_live
+from ..records import key_state as _key_state
 from .lookup import MAX_KEY_LENGTH, KeyLookup
 
 __all__ = [
@@ -50,7 +51,7 @@ __all__ = [
 When = Union[dt.datetime, None]
 
 #: The effective states of a key, as the gate sees it now.
-STATES = ("active", "disabled", "expired", "not-yet-valid")
+STATES = (ACTIVE, DISABLED, EXPIRED, NOT_YET_VALID)
 
 
 class _Unset(enum.Enum):
@@ -181,22 +182,16 @@ def key_state(
     """A key's effective state: ``active``, ``disabled``, ``expired`` or
     ``not-yet-valid``; every state but ``active`` gets 403 ``key-inactive``.
 
-    The same test as the policy's (:meth:`GatePolicy.is_active
-    <flask_basic_gate.policy.GatePolicy.is_active>`): valid from
-    ``not_before`` on, until (not at) ``expires_at``.
+    The rule the policy applies, :func:`flask_basic_gate.records.key_state`:
+    valid from ``not_before`` on, until (not at) ``expires_at``.
 
     :param now: naive UTC; default: the current time.
 
     .. versionadded:: 0.1
     """
-    now = _now() if now is None else now
-    if status != ACTIVE:
-        return DISABLED
-    if expires_at is not None and now >= expires_at:
-        return "expired"
-    if not_before is not None and now < not_before:
-        return "not-yet-valid"
-    return ACTIVE
+    state = _key_state(status, not_before, expires_at, _now() if now is None else now)
+    # A stored status the gate does not know refuses the key, as disabled does.
+    return state if state in STATES else DISABLED
 
 
 def generate_key() -> str:
@@ -279,8 +274,7 @@ class KeyStore:
 
     @staticmethod
     def _info(record: Any, now: dt.datetime) -> KeyInfo:
-        # A secret works until (not at) its expiry, as the policy checks it.
-        live = [s.expires_at for s in record.secrets if s.expires_at is None or s.expires_at > now]
+        live = [s.expires_at for s in record.secrets if is_live(s.expires_at, now)]
         return KeyInfo(
             record.key,
             record.package.name,
@@ -396,9 +390,10 @@ class KeyStore:
         with self._writing() as session:
             record = self._key(session, key)
             for old in list(record.secrets):
-                if grace == 0 or (old.expires_at is not None and old.expires_at <= now):
+                if grace == 0 or not is_live(old.expires_at, now):
                     record.secrets.remove(old)
-                elif old.expires_at is None or old.expires_at > until:
+                elif is_live(old.expires_at, until):
+                    # It would outlive the grace period: it ends with it.
                     old.expires_at = until
             record.secrets.append(self.models.KeySecret(method=stored.method, value=stored.value))
         self._changed(key)

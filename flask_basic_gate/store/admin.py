@@ -23,7 +23,7 @@ from ..config import Settings
 from ..hashing import StoredSecret, generate_secret, hash_secret
 from ..models import Models
 from ..plans import check_limit, parse_quota
-from ..records import ACTIVE, DISABLED, EXPIRED, NOT_YET_VALID, PERIODS, KeyRecord, is_live
+from ..records import ACTIVE, DISABLED, EXPIRED, NOT_YET_VALID, PERIODS, is_live
 from ..records import key_state as _key_state
 from .lookup import MAX_KEY_LENGTH, KeyLookup
 
@@ -221,13 +221,6 @@ class KeyStore:
         self.reader = KeyLookup(models, engine, settings)
         #: Called with a key after a change to it has been committed.
         self.on_change: list[Callable[[str], object]] = []
-
-    def lookup(self, key: str) -> Optional[KeyRecord]:
-        """The key and its secrets, or ``None`` when there is no such key.
-
-        :raises StoreUnavailable: when the database cannot be read.
-        """
-        return self.reader.lookup(key)
 
     def release_connections(self) -> None:
         """Give the connections kept for lookups back to the pool.

@@ -1,7 +1,9 @@
 """The key store: the only package that queries the gate's tables.
 
 :mod:`.lookup` holds the hot read path (one prebuilt statement on a kept
-connection); :mod:`.admin` holds the writes the CLI and apps call.
+connection), :mod:`.timeouts` the bounds on how long it may wait, and
+:mod:`.admin` the writes the CLI and apps call, with the rules they are
+checked by.
 """
 
 from __future__ import annotations

@@ -651,7 +651,8 @@ def import_keys(file: str, create_packages: bool) -> None:
             if bad is not None:
                 raise click.ClickException(f"{bad}; nothing was imported")
             if len(keys) >= 20:
-                # scrypt takes about 0.1 s a secret: say why this takes time.
+                # Every secret goes through the configured KDF, which is slow
+                # on purpose: say why this takes time.
                 click.echo(f"hashing {len(keys)} secrets...", err=True)
             created = store.import_keys(keys, create_packages=create_packages)
         except ImportRowError as exc:

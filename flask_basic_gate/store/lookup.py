@@ -178,9 +178,10 @@ class KeyLookup:
 
     def _fetch(self, key: str, deadline: float, *, retry: bool = True) -> list[Any]:
         # The hot path runs the prebuilt statement, compiled once for this
-        # dialect, on a DBAPI connection from the pool: a third of the cost of
-        # Connection.execute, and the same SQL. Result processors (SQLite
-        # keeps datetimes as text) come from the column types.
+        # dialect, on a DBAPI connection from the pool: the same SQL as
+        # Connection.execute, without its per-call compilation cache lookup,
+        # events and result wrapping. Result processors (SQLite keeps
+        # datetimes as text) come from the column types.
         prepared = self._prepared or self._prepare()
         sql, positional, processors, dbapi_error = prepared
         held = self._held

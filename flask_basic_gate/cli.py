@@ -134,10 +134,11 @@ def _show(new: NewSecret) -> None:
 def init_db() -> None:
     """Create the gate's tables (only those)."""
     with _admin_errors():
-        created = _writing_store().create_tables()
+        store = _writing_store()
+        created = store.create_tables()
     if not created:
         click.echo("basic-gate tables found: nothing to create")
-    elif len(created) == 3:
+    elif len(created) == len(store.models):
         click.echo("basic-gate tables created")
     else:
         click.echo(f"basic-gate tables created: {', '.join(created)} (the others existed)")
@@ -315,13 +316,14 @@ def _key_limit_options(qps: Optional[str], quota: Optional[str]) -> dict[str, An
         if text.lower() == _NONE:
             limits["quota"] = None
         else:
-            count, slash, _ = text.partition("/")
-            if slash:
-                _plan_options(None, text, allow_none=False)  # a well-formed N/PERIOD
-            try:
-                limits["quota"] = parse_limit(count, "--quota")
-            except AdminError as exc:
-                raise click.ClickException(str(exc)) from None
+            if "/" in text:
+                # The period must be the package's: see _check_quota_period.
+                limits["quota"], _ = _plan_options(None, text, allow_none=False)["quota"]
+            else:
+                try:
+                    limits["quota"] = parse_limit(text, "--quota")
+                except AdminError as exc:
+                    raise click.ClickException(str(exc)) from None
     return limits
 
 

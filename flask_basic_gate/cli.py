@@ -21,58 +21,36 @@ elsewhere see it when their cached verification of the key expires, within
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import math
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, NamedTuple, Optional, TextIO
+from typing import Any, Callable, Optional
 
 import click
 from flask.cli import AppGroup
 from sqlalchemy.exc import SQLAlchemyError
 
+from .csvimport import ImportFileError, read_file
 from .errors import StoreUnavailable
-from .models import ACTIVE, DISABLED
-from .plans import MAX_LIMIT, parse_quota
+from .plans import parse_quota
 from .records import DEFAULT_PERIOD
 from .state import get_state
 from .store import (
-    MAX_KEY_LENGTH,
     STATES,
     AdminError,
     ImportRowError,
-    KeyImport,
     KeyInfo,
     KeyStore,
     NewSecret,
+    parse_limit,
 )
 
 __all__ = ["basic_gate_cli"]
 
 basic_gate_cli = AppGroup("basic-gate", help="Manage the gate's packages, keys and secrets.")
 
-# Columns of an import-keys file, by their normalised header name (lower
-# case, "_" and "-" read as spaces), and the field each fills.
-_IMPORT_COLUMNS = {
-    "key": "key",
-    "secret": "secret",
-    "package": "package",
-    "status": "status",
-    "developer email": "owner_email",
-    # The gateway's own names for a key's limits (see "package plans" below),
-    # as it writes them (qpsLimitCeiling) or in snake case.
-    "qpslimitceiling": "qps",
-    "ratelimitceiling": "quota",
-    "qpslimitexempt": "qps_exempt",
-    "ratelimitexempt": "quota_exempt",
-    "qps limit ceiling": "qps",
-    "rate limit ceiling": "quota",
-    "qps limit exempt": "qps_exempt",
-    "rate limit exempt": "quota_exempt",
-}
-_REQUIRED_COLUMNS = ("key", "secret", "package")
 # The longest grace period rotate-secret accepts: ten years, in seconds.
 _MAX_GRACE = 10 * 365 * 24 * 3600
 
@@ -156,10 +134,11 @@ def _show(new: NewSecret) -> None:
 def init_db() -> None:
     """Create the gate's tables (only those)."""
     with _admin_errors():
-        created = _writing_store().create_tables()
+        store = _writing_store()
+        created = store.create_tables()
     if not created:
         click.echo("basic-gate tables found: nothing to create")
-    elif len(created) == 3:
+    elif len(created) == len(store.models):
         click.echo("basic-gate tables created")
     else:
         click.echo(f"basic-gate tables created: {', '.join(created)} (the others existed)")
@@ -337,13 +316,14 @@ def _key_limit_options(qps: Optional[str], quota: Optional[str]) -> dict[str, An
         if text.lower() == _NONE:
             limits["quota"] = None
         else:
-            count, slash, _ = text.partition("/")
-            if slash:
-                _plan_options(None, text, allow_none=False)  # a well-formed N/PERIOD
-            try:
-                limits["quota"] = _count(count, "--quota")
-            except ValueError as exc:
-                raise click.ClickException(str(exc)) from None
+            if "/" in text:
+                # The period must be the package's: see _check_quota_period.
+                limits["quota"], _ = _plan_options(None, text, allow_none=False)["quota"]
+            else:
+                try:
+                    limits["quota"] = parse_limit(text, "--quota")
+                except AdminError as exc:
+                    raise click.ClickException(str(exc)) from None
     return limits
 
 
@@ -571,30 +551,13 @@ def _utcnow() -> dt.datetime:
 
 # -- package plans ---------------------------------------------------------------
 #
-# A package's calls per second and quota (the store checks them again); the
-# keys' own limits come from import-keys columns here and update-key options.
+# The options' text becomes the store's arguments through the store's and
+# the plans' own readers (parse_limit, parse_quota), so a value is refused
+# here with the message the store would give. A key's own limits come from
+# update-key's options and, for import-keys, from csvimport.
 
 
-class _KeyLimits(NamedTuple):
-    """A key's own limits read from an import-keys row."""
-
-    qps: Optional[int] = None
-    quota: Optional[int] = None
-    qps_exempt: bool = False
-    quota_exempt: bool = False
-
-
-_NO_LIMITS = _KeyLimits()
 _NONE = "none"
-_YES = frozenset({"true", "yes", "1", "y"})
-_NO = frozenset({"false", "no", "0", "n", ""})
-
-
-def _count(value: str, what: str) -> int:
-    text = value.strip()
-    if not text.isdigit() or int(text) > MAX_LIMIT:
-        raise ValueError(f"{what} must be a whole number from 0 to {MAX_LIMIT}, not {value!r}")
-    return int(text)
 
 
 def _plan_options(qps: Optional[str], quota: Optional[str], *, allow_none: bool) -> dict[str, Any]:
@@ -608,7 +571,7 @@ def _plan_options(qps: Optional[str], quota: Optional[str], *, allow_none: bool)
             if allow_none and qps.strip().lower() == _NONE:
                 limits["qps"] = None
             else:
-                limits["qps"] = _count(qps, "--qps")
+                limits["qps"] = parse_limit(qps, "--qps")
         if quota is not None:
             if allow_none and quota.strip().lower() == _NONE:
                 limits["quota"] = None
@@ -618,23 +581,6 @@ def _plan_options(qps: Optional[str], quota: Optional[str], *, allow_none: bool)
         hint = " (or 'none' for unlimited)" if allow_none else ""
         raise click.ClickException(f"{exc}{hint}") from None
     return limits
-
-
-def _import_limits(line: int, data: dict[str, str]) -> _KeyLimits:
-    try:
-        qps, quota = (
-            _count(data[field], column) if data.get(field) else None
-            for field, column in (("qps", "qpsLimitCeiling"), ("quota", "rateLimitCeiling"))
-        )
-    except ValueError as exc:
-        raise _BadRow(line, str(exc)) from None
-    flags = []
-    for field, column in (("qps_exempt", "qpsLimitExempt"), ("quota_exempt", "rateLimitExempt")):
-        value = data.get(field, "").lower()
-        if value not in _YES and value not in _NO:
-            raise _BadRow(line, f"{column} must be true or false (or empty)")
-        flags.append(value in _YES)
-    return _KeyLimits(qps, quota, flags[0], flags[1])
 
 
 @basic_gate_cli.command("update-package")
@@ -671,142 +617,9 @@ def list_packages() -> None:
 
 # -- import-keys ---------------------------------------------------------------
 #
-# Reading the file is the command's job; checking rows against the database
-# and the one-transaction write are the store's (KeyStore.import_keys).
-
-
-class _ImportRow(NamedTuple):
-    """One key read from an import-keys file."""
-
-    #: The line of the file the row starts on (the header is line 1).
-    line: int
-    key: str
-    #: The plaintext secret, as the platform kept it; hashed before storing.
-    secret: str
-    package: str
-    #: ``active`` or ``disabled``.
-    status: str
-    owner_email: Optional[str]
-    #: The key's limits (qpsLimitCeiling, rateLimitCeiling, ...).
-    limits: _KeyLimits = _NO_LIMITS
-
-    def __repr__(self) -> str:
-        # Never show the secret.
-        return f"_ImportRow(line={self.line}, key={self.key!r}, package={self.package!r})"
-
-
-class _BadRow(Exception):
-    """A row that cannot be imported, with its line number."""
-
-    def __init__(self, line: int, problem: str) -> None:
-        super().__init__(f"line {line}: {problem}")
-        self.line = line
-
-
-def _column(name: str) -> str:
-    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
-
-
-def _read_import_file(stream: TextIO) -> tuple[list[_ImportRow], Optional[_BadRow]]:
-    """Read an import-keys CSV file up to its first malformed row.
-
-    The first line names the columns (key, secret and package are required;
-    status and developer email are optional). Surrounding spaces are
-    stripped from every value except the secret, which is taken exactly.
-    Blank lines are skipped.
-
-    :return: the rows before the first malformed one, and that row's error
-        (``None`` when the whole file is well formed).
-    :raises click.ClickException: the header is unusable.
-    """
-    reader = csv.reader(stream, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise click.ClickException(
-            "the file is empty: its first line must name the columns"
-            " key,secret,package,status,developer email"
-        ) from None
-    except csv.Error as exc:
-        raise click.ClickException(f"line 1: {exc}") from None
-    names = [_column(name) for name in header]
-    unknown = [raw for raw, name in zip(header, names) if name not in _IMPORT_COLUMNS]
-    if unknown:
-        raise click.ClickException(
-            f"line 1: unknown column {unknown[0]!r}; the columns are"
-            " key, secret, package, status, developer email, qpsLimitCeiling,"
-            " rateLimitCeiling, qpsLimitExempt, rateLimitExempt"
-        )
-    missing = [name for name in _REQUIRED_COLUMNS if name not in names]
-    if missing:
-        raise click.ClickException(f"line 1: the column {missing[0]!r} is missing")
-    twice = [name for name in _IMPORT_COLUMNS if names.count(name) > 1]
-    if twice:
-        raise click.ClickException(f"line 1: the column {twice[0]!r} appears twice")
-    fields = [_IMPORT_COLUMNS[name] for name in names]
-    if len(set(fields)) != len(fields):  # two spellings of one limit column
-        raise click.ClickException("line 1: a key limit column appears twice")
-
-    rows: list[_ImportRow] = []
-    seen: dict[str, int] = {}
-    end = reader.line_num
-    while True:
-        line = end + 1
-        try:
-            values = next(reader)
-        except StopIteration:
-            return rows, None
-        except csv.Error as exc:
-            return rows, _BadRow(line, str(exc))
-        end = reader.line_num
-        if not any(value.strip() for value in values):
-            continue
-        try:
-            row = _import_row(line, fields, values)
-        except _BadRow as bad:
-            return rows, bad
-        if row.key in seen:
-            return rows, _BadRow(line, f"key {row.key!r} is also on line {seen[row.key]}")
-        seen[row.key] = line
-        rows.append(row)
-
-
-def _import_row(line: int, fields: list[str], values: list[str]) -> _ImportRow:
-    if len(values) != len(fields):
-        raise _BadRow(line, f"{len(values)} values for {len(fields)} columns")
-    data = {
-        field: value if field == "secret" else value.strip() for field, value in zip(fields, values)
-    }
-    key = data["key"]
-    if not key or len(key) > MAX_KEY_LENGTH or ":" in key or "\x00" in key:
-        raise _BadRow(line, "a key must have 1 to 255 characters and no colon or NUL")
-    if not data["secret"]:
-        raise _BadRow(line, f"key {key!r} has no secret")
-    package = data["package"]
-    if not package or len(package) > MAX_KEY_LENGTH:
-        raise _BadRow(line, "a package name must have 1 to 255 characters")
-    status = data.get("status", "").lower() or ACTIVE
-    if status not in (ACTIVE, DISABLED):
-        # The value is not shown: in a file whose columns are mixed up it
-        # could be a secret.
-        raise _BadRow(line, f"the status must be {ACTIVE!r} or {DISABLED!r} (or empty)")
-    email = data.get("owner_email") or None
-    if email is not None and len(email) > 255:
-        raise _BadRow(line, "a developer email must have at most 255 characters")
-    limits = _import_limits(line, data)
-    return _ImportRow(line, key, data["secret"], package, status, email, limits)
-
-
-def _read_file(file: str) -> tuple[list[_ImportRow], Optional[_BadRow]]:
-    try:
-        if file == "-":
-            return _read_import_file(sys.stdin)
-        with open(file, encoding="utf-8-sig", newline="") as stream:
-            return _read_import_file(stream)
-    except OSError as exc:
-        raise click.ClickException(f"{file}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise click.ClickException(f"{file} is not UTF-8 text") from None
+# Reading the file is csvimport's job; checking rows against the database and
+# the one-transaction write are the store's (KeyStore.import_keys); the
+# command says what happened.
 
 
 @basic_gate_cli.command("import-keys")
@@ -828,13 +641,11 @@ def import_keys(file: str, create_packages: bool) -> None:
     standard input.
     """
     store = _writing_store()
-    rows, bad = _read_file(file)
-    keys = [
-        KeyImport(
-            row.key, row.secret, row.package, row.status, row.owner_email, **row.limits._asdict()
-        )
-        for row in rows
-    ]
+    try:
+        rows, bad = read_file(file)
+    except ImportFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    keys = [row.key for row in rows]
     with _admin_errors():
         try:
             # A bad row before the first malformed line is the first bad row.
@@ -842,13 +653,12 @@ def import_keys(file: str, create_packages: bool) -> None:
             if bad is not None:
                 raise click.ClickException(f"{bad}; nothing was imported")
             if len(keys) >= 20:
-                # scrypt takes about 0.1 s a secret: say why this takes time.
+                # Every secret goes through the configured KDF, which is slow
+                # on purpose: say why this takes time.
                 click.echo(f"hashing {len(keys)} secrets...", err=True)
             created = store.import_keys(keys, create_packages=create_packages)
         except ImportRowError as exc:
-            hint = (
-                " (create it first, or pass --create-packages)" if "no package" in str(exc) else ""
-            )
+            hint = " (create it first, or pass --create-packages)" if exc.unknown_package else ""
             line = rows[exc.index].line
             raise click.ClickException(f"line {line}: {exc}{hint}; nothing was imported") from None
     message = f"imported {len(rows)} key{'' if len(rows) == 1 else 's'}"

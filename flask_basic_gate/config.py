@@ -42,7 +42,6 @@ __all__ = [
     "STORE_PLAINTEXT_SECRETS",
     "STORE_TIMEOUT",
     "Settings",
-    "apply_defaults",
     "load_settings",
     "parse_bool",
 ]
@@ -318,14 +317,6 @@ def _warn_unknown(config: MutableMapping[str, Any]) -> None:
             UserWarning,
             stacklevel=4,
         )
-
-
-def apply_defaults(config: MutableMapping[str, Any]) -> None:
-    """Fill in defaults and normalise every ``BASIC_GATE_*`` setting in place.
-
-    :raises ConfigurationError: naming the first setting whose value is wrong.
-    """
-    load_settings(config)
 
 
 def load_settings(config: MutableMapping[str, Any]) -> Settings:

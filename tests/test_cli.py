@@ -869,7 +869,11 @@ def test_import_keys_create_packages(app: Flask, tmp_path: Path) -> None:
     file = write_csv(
         tmp_path, HEADER + "k1,s1,members,,\nk2,s2,partners,,\nk3,s3,partners,,\nk4,s4,gold,,\n"
     )
-    refused(gate(app, "import-keys", file), "line 3: no package named 'partners'")
+    refused(
+        gate(app, "import-keys", file),
+        "line 3: no package named 'partners' (create it first, or pass --create-packages);"
+        " nothing was imported",
+    )
     assert keys_listed(app) == []
     assert ok(gate(app, "import-keys", "--create-packages", file)) == [
         "imported 4 keys (packages created: partners, gold)"
@@ -884,6 +888,15 @@ def test_import_keys_create_packages(app: Flask, tmp_path: Path) -> None:
             "authorization": basic_auth_headers("k3", "s3")["Authorization"],
         },
     )
+
+
+def test_import_keys_hint_only_for_an_unknown_package(app: Flask, tmp_path: Path) -> None:
+    # The hint follows the store's unknown_package flag, not the message's
+    # words: a taken key whose name says "no package" gets none.
+    provision(app, key="no package here", secret="s")
+    result = gate(app, "import-keys", write_csv(tmp_path, HEADER + "no package here,s,members,,\n"))
+    refused(result, "line 2: key 'no package here' exists already; nothing was imported")
+    assert "--create-packages" not in result.stderr
 
 
 BAD_ROWS = [

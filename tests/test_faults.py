@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import sqlite3
+import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from flask_basic_gate import BasicGate
 from flask_basic_gate.store import lookup as lookup_module
+from flask_basic_gate.store import timeouts
 from flask_basic_gate.testing import basic_auth_headers
 
 from .conftest import AppFactory, backend_url, provision
@@ -311,3 +315,46 @@ def test_app_queries_are_not_bound_by_the_store_timeout(
             db.session.commit()
         db.session.remove()
     assert client.get("/thing", headers=basic_auth_headers(*COLD[0])).status_code == 403
+
+
+def test_watchdog_cuts_off_at_the_deadline_only() -> None:
+    late, cut_late = object(), threading.Event()
+    soon, cut_soon = object(), threading.Event()
+    timeouts.watch(late, time.monotonic() + 60, cut_late.set)
+    timeouts.watch(soon, time.monotonic(), cut_soon.set)
+    try:
+        assert cut_soon.wait(10 * timeouts.WATCHDOG_TICK)
+        assert not timeouts.unwatch(soon)  # cut off first: not to be used again
+        assert not cut_late.is_set()
+    finally:
+        assert timeouts.unwatch(late)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_has_its_own_watchdog() -> None:
+    # The parent's watchdog thread does not run in a child, and the parent's
+    # lookups in flight are not the child's to cut off.
+    parent = object()
+    timeouts.watch(parent, time.monotonic() + 60, lambda: None)
+    try:
+        read_end, write_end = os.pipe()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about fork() when other threads exist; the
+            # child only starts a watchdog and leaves.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running pytest's exit
+            try:
+                watchdog = timeouts._watchdog
+                fresh = watchdog.thread is None and not watchdog.waiting
+                cut = threading.Event()
+                timeouts.watch(object(), time.monotonic(), cut.set)
+                os.write(write_end, f"{fresh} {cut.wait(5)}".encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        os.waitpid(pid, 0)
+        with os.fdopen(read_end) as reader:
+            assert reader.read() == "True True"
+    finally:
+        assert timeouts.unwatch(parent)

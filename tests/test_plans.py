@@ -411,15 +411,15 @@ def test_lookup_reads_the_plan(app_factory: AppFactory, database_url: str) -> No
         store.create_key("members", key="k2", secret="s2")
         store.create_key("free", key="k3", secret="s3")
         store.set_key_limits("k2", qps=9, quota_exempt=True)
-        assert store.lookup("k1").plan == Plan(2, 5000, "month")
-        assert store.lookup("k2").plan == Plan(9, None, "month", True, False)
-        assert store.lookup("k3").plan is None
+        assert store.reader.lookup("k1").plan == Plan(2, 5000, "month")
+        assert store.reader.lookup("k2").plan == Plan(9, None, "month", True, False)
+        assert store.reader.lookup("k3").plan is None
         store.set_key_limits("k3", qps_exempt=True, quota=4)
-        assert store.lookup("k3").plan == Plan(None, 4, "day", False, True)
+        assert store.reader.lookup("k3").plan == Plan(None, 4, "day", False, True)
         store.import_keys(
             [KeyImport("k4", "s4", "members", qps=1, quota_exempt=True)],
         )
-        assert store.lookup("k4").plan == Plan(1, None, "month", True, False)
+        assert store.reader.lookup("k4").plan == Plan(1, None, "month", True, False)
         assert [(p.name, p.keys) for p in store.list_packages()] == [("free", 1), ("members", 3)]
 
 
@@ -587,9 +587,9 @@ def test_cli_import_keys_gateway_limit_columns(app_factory: AppFactory, tmp_path
     assert ok(run_cli(app, "import-keys", str(path))) == ["imported 3 keys"]
     store = store_of(app)
     with app.app_context():
-        assert store.lookup("a").plan == Plan(5, 100, "day", True, False)
-        assert store.lookup("b").plan == Plan(2, None, "day")
-        assert store.lookup("c").plan == Plan(None, 100, "day")
+        assert store.reader.lookup("a").plan == Plan(5, 100, "day", True, False)
+        assert store.reader.lookup("b").plan == Plan(2, None, "day")
+        assert store.reader.lookup("c").plan == Plan(None, 100, "day")
 
 
 @pytest.mark.parametrize(
@@ -669,13 +669,13 @@ def test_migration_0002_leaves_existing_rows_unlimited(database_url: str) -> Non
                     with Operations.context(context):
                         migration["upgrade"]()
             store = BasicGate.state().store
-            record = store.lookup("old")
+            record = store.reader.lookup("old")
             assert record is not None and record.plan is None
             assert [(p.name, p.qps, p.quota, p.keys) for p in store.list_packages()] == [
                 ("members", None, None, 1)
             ]
             store.update_package("members", qps=3)
-            record = store.lookup("old")
+            record = store.reader.lookup("old")
             assert record is not None and record.plan == Plan(3, None)
         finally:
             db.drop_all()

@@ -1,7 +1,9 @@
 """The key store: the only package that queries the gate's tables.
 
 :mod:`.lookup` holds the hot read path (one prebuilt statement on a kept
-connection); :mod:`.admin` holds the writes the CLI and apps call.
+connection), :mod:`.timeouts` the bounds on how long it may wait, and
+:mod:`.admin` the writes the CLI and apps call, with the rules they are
+checked by.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from .admin import (
     KeyStore,
     NewSecret,
     PackageInfo,
+    check_import_row,
+    check_key,
+    check_owner,
+    check_package_name,
+    check_secret,
+    check_status,
     key_state,
+    parse_limit,
     utc_naive,
 )
 from .lookup import MAX_KEY_LENGTH, KeyLookup
@@ -36,6 +45,13 @@ __all__ = [
     "NewSecret",
     "PackageInfo",
     "SecretRecord",
+    "check_import_row",
+    "check_key",
+    "check_owner",
+    "check_package_name",
+    "check_secret",
+    "check_status",
     "key_state",
+    "parse_limit",
     "utc_naive",
 ]

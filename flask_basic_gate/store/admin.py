@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 
 from ..config import Settings
 from ..hashing import StoredSecret, generate_secret, hash_secret
-from ..models import ACTIVE, DISABLED, Models
+from ..models import Models
 from ..plans import check_limit, parse_quota
-from ..records import PERIODS, KeyRecord
+from ..records import ACTIVE, DISABLED, EXPIRED, NOT_YET_VALID, PERIODS, is_live
+from ..records import key_state as _key_state
 from .lookup import MAX_KEY_LENGTH, KeyLookup
 
 __all__ = [
@@ -35,15 +36,22 @@ __all__ = [
     "NewSecret",
     "STATES",
     "UNSET",
+    "check_import_row",
+    "check_key",
+    "check_owner",
+    "check_package_name",
+    "check_secret",
+    "check_status",
     "key_state",
     "PackageInfo",
+    "parse_limit",
     "utc_naive",
 ]
 
 When = Union[dt.datetime, None]
 
 #: The effective states of a key, as the gate sees it now.
-STATES = ("active", "disabled", "expired", "not-yet-valid")
+STATES = (ACTIVE, DISABLED, EXPIRED, NOT_YET_VALID)
 
 
 class _Unset(enum.Enum):
@@ -174,22 +182,16 @@ def key_state(
     """A key's effective state: ``active``, ``disabled``, ``expired`` or
     ``not-yet-valid``; every state but ``active`` gets 403 ``key-inactive``.
 
-    The same test as the policy's (:meth:`GatePolicy.is_active
-    <flask_basic_gate.policy.GatePolicy.is_active>`): valid from
-    ``not_before`` on, until (not at) ``expires_at``.
+    The rule the policy applies, :func:`flask_basic_gate.records.key_state`:
+    valid from ``not_before`` on, until (not at) ``expires_at``.
 
     :param now: naive UTC; default: the current time.
 
     .. versionadded:: 0.1
     """
-    now = _now() if now is None else now
-    if status != ACTIVE:
-        return DISABLED
-    if expires_at is not None and now >= expires_at:
-        return "expired"
-    if not_before is not None and now < not_before:
-        return "not-yet-valid"
-    return ACTIVE
+    state = _key_state(status, not_before, expires_at, _now() if now is None else now)
+    # A stored status the gate does not know refuses the key, as disabled does.
+    return state if state in STATES else DISABLED
 
 
 def generate_key() -> str:
@@ -219,13 +221,6 @@ class KeyStore:
         self.reader = KeyLookup(models, engine, settings)
         #: Called with a key after a change to it has been committed.
         self.on_change: list[Callable[[str], object]] = []
-
-    def lookup(self, key: str) -> Optional[KeyRecord]:
-        """The key and its secrets, or ``None`` when there is no such key.
-
-        :raises StoreUnavailable: when the database cannot be read.
-        """
-        return self.reader.lookup(key)
 
     def release_connections(self) -> None:
         """Give the connections kept for lookups back to the pool.
@@ -272,8 +267,7 @@ class KeyStore:
 
     @staticmethod
     def _info(record: Any, now: dt.datetime) -> KeyInfo:
-        # A secret works until (not at) its expiry, as the policy checks it.
-        live = [s.expires_at for s in record.secrets if s.expires_at is None or s.expires_at > now]
+        live = [s.expires_at for s in record.secrets if is_live(s.expires_at, now)]
         return KeyInfo(
             record.key,
             record.package.name,
@@ -312,7 +306,7 @@ class KeyStore:
         :raises AdminError: when the name is empty or taken, or a limit is bad.
         """
         limits = _package_limits(qps, quota)
-        _check_name(name)
+        check_package_name(name)
         with self._writing(f"package {name!r} exists already") as session:
             session.add(self.models.Package(name=name, **limits))
 
@@ -337,8 +331,8 @@ class KeyStore:
         :raises AdminError: unknown package, taken key, bad value.
         """
         key = generate_key() if key is None else key
-        _check_key(key)
-        _check_owner(owner_name, owner_email)
+        check_key(key)
+        check_owner(owner_name, owner_email)
         not_before, expires_at = utc_naive(not_before), utc_naive(expires_at)
         if not_before and expires_at and expires_at <= not_before:
             raise AdminError("the key would expire before it becomes valid")
@@ -389,9 +383,10 @@ class KeyStore:
         with self._writing() as session:
             record = self._key(session, key)
             for old in list(record.secrets):
-                if grace == 0 or (old.expires_at is not None and old.expires_at <= now):
+                if grace == 0 or not is_live(old.expires_at, now):
                     record.secrets.remove(old)
-                elif old.expires_at is None or old.expires_at > until:
+                elif is_live(old.expires_at, until):
+                    # It would outlive the grace period: it ends with it.
                     old.expires_at = until
             record.secrets.append(self.models.KeySecret(method=stored.method, value=stored.value))
         self._changed(key)
@@ -399,8 +394,7 @@ class KeyStore:
 
     def set_status(self, key: str, status: str) -> None:
         """Set a key ``active`` or ``disabled``."""
-        if status not in (ACTIVE, DISABLED):
-            raise AdminError(f"status must be {ACTIVE!r} or {DISABLED!r}, not {status!r}")
+        check_status(status)
         with self._writing() as session:
             self._key(session, key).status = status
         self._changed(key)
@@ -455,7 +449,7 @@ class KeyStore:
 
         .. versionadded:: 0.1
         """
-        _check_owner(
+        check_owner(
             None if isinstance(owner_name, _Unset) else owner_name,
             None if isinstance(owner_email, _Unset) else owner_email,
         )
@@ -495,26 +489,15 @@ class KeyStore:
     def check_import(self, rows: Sequence[KeyImport], *, create_packages: bool = False) -> None:
         """Check rows for :meth:`import_keys` without writing anything.
 
-        :raises ImportRowError: for the first row that is malformed, names a
-            key that exists already (or twice), or an unknown package while
-            ``create_packages`` is false.
+        :raises ImportRowError: for the first row that is malformed (see
+            :func:`check_import_row`), names a key that exists already (or
+            twice), or an unknown package while ``create_packages`` is false.
         """
         seen: dict[str, int] = {}
         for index, row in enumerate(rows):
             try:
-                _check_key(row.key)
-                _check_name(row.package)
+                check_import_row(row)
             except AdminError as exc:
-                raise ImportRowError(index, str(exc)) from None
-            if not row.secret:
-                raise ImportRowError(index, f"key {row.key!r} has no secret")
-            if row.status not in (ACTIVE, DISABLED):
-                raise ImportRowError(index, f"the status must be {ACTIVE!r} or {DISABLED!r}")
-            try:
-                for value, what in ((row.qps, "qpsLimitCeiling"), (row.quota, "rateLimitCeiling")):
-                    if value is not None:
-                        check_limit(value, what)
-            except ValueError as exc:
                 raise ImportRowError(index, str(exc)) from None
             if row.key in seen:
                 raise ImportRowError(index, f"key {row.key!r} appears twice")
@@ -660,8 +643,7 @@ class KeyStore:
     def _new_secret(self, secret: Optional[str]) -> tuple[str, StoredSecret]:
         generated = secret is None
         plain = generate_secret() if secret is None else secret
-        if not plain:
-            raise AdminError("a secret cannot be empty")
+        check_secret(plain)
         return plain, self._hash(plain, generated=generated)
 
     def _hash(self, plain: str, *, generated: bool) -> StoredSecret:
@@ -769,18 +751,101 @@ def _package_limits(qps: Optional[int], quota: Optional[Quota]) -> dict[str, Any
     return limits
 
 
-def _check_name(name: str) -> None:
+def check_package_name(name: str) -> None:
+    """Refuse a package name the tables cannot hold.
+
+    :raises AdminError: the name is empty or longer than 255 characters.
+
+    .. versionadded:: 0.1
+    """
     if not name or len(name) > MAX_KEY_LENGTH:
         raise AdminError("a package name must have 1 to 255 characters")
 
 
-def _check_owner(owner_name: Optional[str], owner_email: Optional[str]) -> None:
+def check_owner(owner_name: Optional[str], owner_email: Optional[str]) -> None:
+    """Refuse an owner name or developer email the tables cannot hold
+    (``None``: no value, accepted).
+
+    :raises AdminError: a value longer than 255 characters.
+
+    .. versionadded:: 0.1
+    """
     if owner_name is not None and len(owner_name) > 255:
         raise AdminError("an owner name must have at most 255 characters")
     if owner_email is not None and len(owner_email) > 255:
         raise AdminError("a developer email must have at most 255 characters")
 
 
-def _check_key(key: str) -> None:
+def check_key(key: str) -> None:
+    """Refuse a key that cannot be stored or sent as a Basic user name.
+
+    :raises AdminError: the key is empty, longer than 255 characters, or
+        holds a colon (it would end the user name) or NUL.
+
+    .. versionadded:: 0.1
+    """
     if not key or len(key) > MAX_KEY_LENGTH or "\x00" in key or ":" in key:
         raise AdminError("a key must have 1 to 255 characters and no colon or NUL")
+
+
+def check_status(status: str) -> None:
+    """Refuse a stored status other than ``active`` or ``disabled``.
+
+    The value is not quoted: in an import whose columns are mixed up it
+    could be a secret.
+
+    :raises AdminError: any other value.
+
+    .. versionadded:: 0.1
+    """
+    if status not in (ACTIVE, DISABLED):
+        raise AdminError(f"the status must be {ACTIVE!r} or {DISABLED!r}")
+
+
+def check_secret(secret: str, key: Optional[str] = None) -> None:
+    """Refuse an empty secret.
+
+    :param key: the key the secret is for, named in the message (an import
+        has many).
+    :raises AdminError: the secret is empty.
+
+    .. versionadded:: 0.1
+    """
+    if not secret:
+        raise AdminError(
+            "a secret cannot be empty" if key is None else f"key {key!r} has no secret"
+        )
+
+
+def parse_limit(text: str, what: str) -> int:
+    """Read a limit written as a whole number (``"5000"``).
+
+    :param what: the limit's name, for the message (an option or a column).
+    :raises AdminError: not a whole number from 0 to
+        :data:`~flask_basic_gate.plans.MAX_LIMIT`.
+
+    .. versionadded:: 0.1
+    """
+    digits = text.strip()
+    # Anything but digits reaches check_limit as text, which it refuses.
+    return _limit(int(digits) if digits.isdigit() else text, what)
+
+
+def check_import_row(row: KeyImport) -> None:
+    """Refuse a row of an import that no database could take, without
+    reading one: the checks :meth:`KeyStore.check_import` makes on each row
+    before it looks for existing keys and packages.
+
+    :raises AdminError: for the first problem: key, secret, package name,
+        status, owner, then limits.
+
+    .. versionadded:: 0.1
+    """
+    check_key(row.key)
+    check_secret(row.secret, row.key)
+    check_package_name(row.package)
+    check_status(row.status)
+    check_owner(row.owner_name, row.owner_email)
+    for value, what in ((row.qps, "qpsLimitCeiling"), (row.quota, "rateLimitCeiling")):
+        if value is not None:
+            _limit(value, what)

@@ -7,23 +7,19 @@ session is made on the request path. A few pooled connections
 autocommit, so a lookup skips the pool's checkout and rollback. A forked
 child never touches its parent's connections.
 
-Every lookup is bounded by ``BASIC_GATE_STORE_TIMEOUT``: the drivers' own
-connect timeouts are set when the app set none, PostgreSQL's
-``statement_timeout`` and SQLite's busy timeout on the kept connections,
-and one watchdog thread per process shuts down the socket of a lookup still
-waiting at its deadline (a server that accepts and then says nothing). After
-a failure the store backs off: requests are refused at once for a short,
-growing interval, then one request probes.
+Every lookup is bounded by ``BASIC_GATE_STORE_TIMEOUT``, with the bounds of
+:mod:`flask_basic_gate.store.timeouts` (connect timeouts, a statement bound
+on the kept connections, the watchdog). After a failure the store backs
+off: requests are refused at once for a short, growing interval, then one
+request probes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import math
 import os
-import socket
 import threading
 import time
 import weakref
@@ -39,6 +35,7 @@ from ..config import Settings
 from ..errors import UNAVAILABLE_RETRY_AFTER, StoreUnavailable
 from ..models import Models
 from ..records import KeyRecord, SecretRecord, effective_plan
+from .timeouts import bound_connects, bound_statements, cutter, unwatch, watch
 
 __all__ = ["MAX_KEY_LENGTH", "KeyLookup"]
 
@@ -55,8 +52,6 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
 #: Seconds between the one-line summaries logged during an outage.
 SUMMARY_INTERVAL = 5.0
-#: How often the watchdog looks at the lookups in flight.
-WATCHDOG_TICK = 0.1
 
 
 def _posix(when: Optional[dt.datetime]) -> Optional[float]:
@@ -128,7 +123,7 @@ class KeyLookup:
         self._outage_lock = threading.Lock()
         weakref.finalize(self, _release_all, self._held, dialect)
         event.listen(engine, "engine_disposed", _on_dispose(self._held))
-        _bound_connects(engine, self._timeout)
+        bound_connects(engine, self._timeout)
         _LOOKUPS.add(self)
 
     # -- reading ---------------------------------------------------------
@@ -183,9 +178,10 @@ class KeyLookup:
 
     def _fetch(self, key: str, deadline: float, *, retry: bool = True) -> list[Any]:
         # The hot path runs the prebuilt statement, compiled once for this
-        # dialect, on a DBAPI connection from the pool: a third of the cost of
-        # Connection.execute, and the same SQL. Result processors (SQLite
-        # keeps datetimes as text) come from the column types.
+        # dialect, on a DBAPI connection from the pool: the same SQL as
+        # Connection.execute, without its per-call compilation cache lookup,
+        # events and result wrapping. Result processors (SQLite keeps
+        # datetimes as text) come from the column types.
         prepared = self._prepared or self._prepare()
         sql, positional, processors, dbapi_error = prepared
         held = self._held
@@ -195,9 +191,7 @@ class KeyLookup:
             conn = self._checkout(dbapi_error, deadline)
         cut = conn.info.get(_CUT)
         if cut is not None:
-            if _WATCHDOG.thread is None:
-                _WATCHDOG.start()
-            _WATCHDOG.waiting[conn] = (deadline, cut)
+            watch(conn, deadline, cut)
         try:
             if self._mysql and not key.isascii() and _unsendable(conn.dbapi_connection, key):
                 # The connection's character set cannot carry this key
@@ -212,7 +206,7 @@ class KeyLookup:
                 finally:
                     cursor.close()
         except dbapi_error as exc:
-            cut_off = cut is not None and not _WATCHDOG.finish(conn)
+            cut_off = cut is not None and not unwatch(conn)
             # A pooled connection the server dropped (a restart, a failover)
             # is thrown away and the lookup tried once on a fresh one, as
             # SQLAlchemy's own Connection would; any other error fails closed,
@@ -232,13 +226,13 @@ class KeyLookup:
                 ) from exc
             return self._fetch(key, deadline, retry=False)
         except BaseException:
-            if cut is not None and not _WATCHDOG.finish(conn):
+            if cut is not None and not unwatch(conn):
                 conn.invalidate()
                 conn.close()
             else:
                 _release(conn, self.engine.dialect)
             raise
-        if cut is not None and not _WATCHDOG.finish(conn):
+        if cut is not None and not unwatch(conn):
             # The answer came as the watchdog cut the connection off: the
             # answer stands, the connection does not.
             conn.invalidate()
@@ -264,28 +258,26 @@ class KeyLookup:
         except (SQLAlchemyError, dbapi_error) as exc:
             raise StoreUnavailable(f"the key store is unreachable: {type(exc).__name__}") from exc
         dbapi_connection = conn.dbapi_connection
-        cut = _cutter(dbapi_connection)
+        cut = cutter(dbapi_connection)
         conn.info[_CUT] = cut
         if self._can_hold and len(self._held) < self.settings.lookup_connections:
             # A connection made by the app may have gone silent in the pool.
             if cut is not None:
-                if _WATCHDOG.thread is None:
-                    _WATCHDOG.start()
-                _WATCHDOG.waiting[conn] = (deadline, cut)
+                watch(conn, deadline, cut)
             try:
                 self.engine.dialect.set_isolation_level(cast(Any, dbapi_connection), "AUTOCOMMIT")
-                restore = _bound_statements(
+                restore = bound_statements(
                     self.engine.dialect.name, dbapi_connection, self._timeout
                 )
             except (SQLAlchemyError, dbapi_error) as exc:
                 if cut is not None:
-                    _WATCHDOG.finish(conn)
+                    unwatch(conn)
                 conn.invalidate(exc)
                 conn.close()
                 raise StoreUnavailable(
                     f"the key store is unreachable: {type(exc).__name__}"
                 ) from exc
-            if cut is not None and not _WATCHDOG.finish(conn):
+            if cut is not None and not unwatch(conn):
                 conn.invalidate()
                 conn.close()
                 raise StoreUnavailable(f"the key store did not answer within {self._timeout:g} s")
@@ -419,167 +411,6 @@ class _Outage:
         self.logged_at = now
 
 
-class _Watchdog:
-    """One thread per process that cuts off lookups still waiting at their deadline.
-
-    A lookup registers its connection with a deadline and a function that
-    cuts the connection (shuts its socket down, so the driver's blocked
-    read fails at once): one dict write, no timer per lookup.
-    """
-
-    def __init__(self) -> None:
-        #: connection -> (deadline, cut): the lookups in flight.
-        self.waiting: dict[Any, tuple[float, Callable[[], None]]] = {}
-        # Held while cutting: a lookup that finds itself cut off waits for
-        # the cut to end before closing its connection, so the socket's
-        # number cannot be reused by another in between.
-        self.cutting = threading.Lock()
-        self.starting = threading.Lock()
-        self.thread: Optional[threading.Thread] = None
-
-    def start(self) -> None:
-        with self.starting:
-            if self.thread is None:
-                thread = threading.Thread(
-                    target=self._run, name="flask-basic-gate-watchdog", daemon=True
-                )
-                thread.start()
-                self.thread = thread
-
-    def finish(self, conn: Any) -> bool:
-        """Unregister; ``False`` when the watchdog cut ``conn`` off first."""
-        if self.waiting.pop(conn, None) is not None:
-            return True
-        with self.cutting:
-            return False
-
-    def _run(self) -> None:
-        waiting = self.waiting
-        while True:
-            time.sleep(WATCHDOG_TICK)
-            if not waiting:
-                continue
-            now = time.monotonic()
-            for conn, (deadline, cut) in list(waiting.items()):
-                if deadline > now:
-                    continue
-                with self.cutting:
-                    if waiting.pop(conn, None) is None:
-                        continue  # it finished meanwhile
-                    try:
-                        cut()
-                    except Exception:  # whatever the driver raises; the lookup fails closed anyway
-                        logger.debug("Could not cut off a key lookup.", exc_info=True)
-
-
-_WATCHDOG = _Watchdog()
-
-
-def _shutdown_fd(fd: int) -> None:
-    try:
-        sock = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return  # already closed
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # not connected any more: nothing left to cut
-    finally:
-        sock.close()
-
-
-def _shutdown_socket(sock: socket.socket) -> None:
-    # OSError: closed or not connected, nothing left to cut.
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-def _cutter(dbapi_connection: Any) -> Optional[Callable[[], None]]:
-    """How the watchdog cuts a driver's connection off, or ``None`` when it cannot."""
-    pgconn = getattr(dbapi_connection, "pgconn", None)  # psycopg 3
-    if pgconn is not None:
-        fd = pgconn.socket
-        return lambda: _shutdown_fd(fd)
-    sock = getattr(dbapi_connection, "_sock", None)  # PyMySQL
-    if isinstance(sock, socket.socket):
-        return lambda: _shutdown_socket(sock)
-    interrupt = getattr(dbapi_connection, "interrupt", None)  # sqlite3
-    if callable(interrupt):
-        return cast(Callable[[], None], interrupt)
-    fileno = getattr(dbapi_connection, "fileno", None)  # psycopg2
-    if callable(fileno):
-        fd = fileno()
-        return lambda: _shutdown_fd(fd)
-    return None
-
-
-def _bound_statements(dialect_name: str, dbapi_connection: Any, timeout: float) -> Optional[str]:
-    """Bound a kept connection's statements on the server; the SQL that undoes it."""
-    ms = max(1, int(timeout * 1000))
-    cursor = dbapi_connection.cursor()
-    try:
-        if dialect_name == "postgresql":
-            # The server cancels a lookup stuck behind a lock (a migration's
-            # ACCESS EXCLUSIVE) and the connection stays usable.
-            cursor.execute(f"SET statement_timeout = {ms}")
-            return "RESET statement_timeout"
-        if dialect_name == "sqlite":
-            # A writer's exclusive lock makes readers wait; the default is
-            # 5 s and interrupt() does not end the wait.
-            cursor.execute("PRAGMA busy_timeout")
-            (before,) = cursor.fetchone()
-            cursor.execute(f"PRAGMA busy_timeout = {ms}")
-            return f"PRAGMA busy_timeout = {int(before)}"
-        return None
-    finally:
-        cursor.close()
-
-
-#: Engines whose connects the store already bounds.
-_BOUND: weakref.WeakSet[Engine] = weakref.WeakSet()
-#: Marks (in a connection record's ``info``) a PyMySQL connection whose read
-#: timeout was set only to bound the handshake.
-_HANDSHAKE = "flask_basic_gate.handshake"
-
-
-def _bound_connects(engine: Engine, timeout: float) -> None:
-    # The drivers wait for a server forever by default (PyMySQL's handshake
-    # after the TCP connect, psycopg without connect_timeout): give every
-    # connect of the engine the store timeout unless the app set its own.
-    if engine in _BOUND:
-        return
-    _BOUND.add(engine)
-    driver = engine.dialect.driver
-    owned: list[bool] = []
-
-    def do_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
-        if driver in ("psycopg", "psycopg2"):
-            if "connect_timeout" not in cparams and not any(
-                "connect_timeout" in str(a) for a in cargs
-            ):
-                # libpq counts whole seconds and never less than 2.
-                cparams["connect_timeout"] = max(2, math.ceil(timeout))
-        elif driver == "pymysql":
-            cparams.setdefault("connect_timeout", timeout)
-            # SQLAlchemy 2.0.0 hands every connect the same dict, so what
-            # was set here once is found again: remember that it is ours.
-            if "read_timeout" not in cparams or owned:
-                cparams["read_timeout"] = timeout
-                owned[:] = [True]
-                record.info[_HANDSHAKE] = True
-        elif driver == "mysqldb":
-            cparams.setdefault("connect_timeout", max(1, math.ceil(timeout)))
-
-    def connected(dbapi_connection: Any, record: Any) -> None:
-        # The read timeout bounded the handshake only: the app's own queries
-        # keep PyMySQL's default (none); lookups have the watchdog.
-        if record.info.pop(_HANDSHAKE, False):
-            dbapi_connection._read_timeout = None
-
-    event.listen(engine, "do_connect", do_connect)
-    event.listen(engine, "connect", connected)
-
-
 def _unsendable(dbapi_connection: Any, key: str) -> bool:
     """Whether a MySQL connection's character set cannot carry ``key``."""
     charset = getattr(dbapi_connection, "charset", None)  # PyMySQL
@@ -605,7 +436,7 @@ def _unsendable(dbapi_connection: Any, key: str) -> bool:
 _AUTOCOMMIT = "flask_basic_gate.autocommit"
 #: The SQL that undoes the store's statement bound on a kept connection.
 _RESTORE = "flask_basic_gate.restore"
-#: How the watchdog cuts the connection off (see _cutter).
+#: How the watchdog cuts the connection off (see timeouts.cutter).
 _CUT = "flask_basic_gate.cut"
 
 #: Every lookup path, to drop held connections in a forked child.
@@ -667,8 +498,6 @@ def _forget_after_fork() -> None:
     # ones are set aside first (so the dispose listener has nothing to
     # close over the parent's socket), then each engine gets a fresh pool
     # with the parent's left untouched, as SQLAlchemy documents for fork.
-    global _WATCHDOG
-    _WATCHDOG = _Watchdog()
     engines: dict[int, Engine] = {}
     for store in list(_LOOKUPS):
         _INHERITED.extend(store._held)

@@ -40,7 +40,7 @@ from flask_basic_gate import BasicGate
 from flask_basic_gate.header import BasicCredentials, HeaderProblem, parse_basic
 from flask_basic_gate.testing import basic_auth_header
 
-from .conftest import AppFactory
+from .support.apps import AppFactory
 
 #: Inputs per whole-path run; four runs make the issue's 20,000.
 WHOLE_PATH_INPUTS = 5_000
@@ -98,7 +98,7 @@ def _is_utf8(raw: bytes) -> bool:
 
 # -- the whole WSGI path --------------------------------------------------------
 
-#: Person-chosen secrets (hashed with conftest's cheap PBKDF2): a non-ASCII
+#: Person-chosen secrets (hashed with the tests' cheap PBKDF2): a non-ASCII
 #: key whose secret holds a colon, and a look-alike of the generated key.
 CHOSEN = [("müller", "Grüße:Jürgen"), ("Criticalmix", "topsecret")]
 GENERATED_KEY = "criticalmix"

@@ -13,7 +13,6 @@ against the gate's read path on the same keys.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import gc
 import time
@@ -30,12 +29,6 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 #: The path every benchmark app serves, after the members API of the example app.
 PATH = "/api/v2/members/M0001"
-
-
-def basic_authorization(key: str, secret: str) -> str:
-    """Return the value of a Basic ``Authorization`` header for ``key:secret``."""
-    token = base64.b64encode(f"{key}:{secret}".encode()).decode("ascii")
-    return f"Basic {token}"
 
 
 def make_environ(authorization: Optional[str] = None, path: str = PATH) -> Environ:

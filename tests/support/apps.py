@@ -9,8 +9,8 @@ tests want (``TESTING``, the cheap :data:`FAST_KDF`, the routes of
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
-from typing import Any, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable, Optional
 
 from flask import Flask, jsonify, request
 from flask_sqlalchemy import SQLAlchemy
@@ -184,6 +184,30 @@ def dispose(app: Flask) -> None:
     with app.app_context():
         for engine in app.extensions["sqlalchemy"].engines.values():
             engine.dispose()
+
+
+def call_wsgi(
+    app: Callable[..., Iterable[bytes]], environ: dict[str, Any]
+) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Call the WSGI ``app`` on ``environ`` the way a WSGI server does.
+
+    :return: the status line (``"no status"`` if no response was started),
+        the headers and the whole body, closed after.
+    """
+    started: list[Any] = ["no status", []]
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started[:] = [status, headers]
+        return lambda data: None
+
+    result = app(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    return started[0], list(started[1]), body
 
 
 class QueryCounter:

@@ -121,7 +121,7 @@ def test_quickstart_in_tests_example_passes(tmp_path: Path) -> None:
     for name, body in blocks.items():
         code = "\n".join(line[4:] for line in body.splitlines())
         (tmp_path / name).write_text(code, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    env = child_env()
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from flask_basic_gate.testing import basic_auth_headers
 
 from .support import ROOT
 from .support.example import M0001, MEMBER_PATH, MakeApp
+from .support.servers import child_env
 
 pytestmark = pytest.mark.usefixtures("no_flask_environment")
 
@@ -299,8 +299,7 @@ def test_starts_without_its_database_then_serves_when_it_answers(
 
 def test_cli_help_needs_no_database(tmp_path: Path) -> None:
     # Nothing listens on port 1: a start that tried would log the failure.
-    env = {name: value for name, value in os.environ.items() if not name.startswith("FLASK_")}
-    env["FLASK_SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    env = child_env(FLASK_SQLALCHEMY_DATABASE_URI="postgresql+psycopg://nobody@127.0.0.1:1/none")
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "example_app", "basic-gate", "--help"],
         cwd=ROOT,

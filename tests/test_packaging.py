@@ -5,7 +5,6 @@ quick start that works word for word, and a migration that matches the models.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import re
 import shlex
 import shutil
@@ -16,17 +15,17 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import inspect
 
 import flask_basic_gate
-from flask_basic_gate import BasicGate, config
+from flask_basic_gate import config
 from flask_basic_gate.cli import basic_gate_cli
 from flask_basic_gate.testing import basic_auth_headers
 
 from .support import ROOT
-from .support.apps import GATE_TABLES, dispose
+from .support.apps import GATE_TABLES, dispose, gate_app
 from .support.docs import DOCS, example_migrations, needs_docs, page_session
+from .support.servers import child_env
 
 
 def test_one_version() -> None:
@@ -94,7 +93,7 @@ def test_quickstart_word_for_word(quickstart: Path) -> None:
         "create-key",
         "disable-key",
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    env = child_env()
     run = {}
     for command, shown in steps:
         args = [sys.executable, "-m", *shlex.split(command)]
@@ -154,10 +153,8 @@ def test_example_migration_matches_the_models(database_url: str) -> None:
     from alembic.migration import MigrationContext
     from alembic.operations import Operations
 
-    app = Flask(__name__)
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, BASIC_GATE_HASH_METHOD="pbkdf2")
-    db = SQLAlchemy(app)
-    BasicGate(app, db)
+    app, _ = gate_app(database_url, {"BASIC_GATE_HASH_METHOD": "pbkdf2"})
+    db = app.extensions["sqlalchemy"]
     migrations = example_migrations()
     tables = set(GATE_TABLES)
     with app.app_context():

@@ -22,7 +22,7 @@ from flask_basic_gate.records import Plan, effective_plan
 from flask_basic_gate.store import UNSET, KeyImport
 from flask_basic_gate.testing import basic_auth_headers
 
-from .support.apps import AppFactory, QueryCounter, store_of
+from .support.apps import AppFactory, QueryCounter, gate_app, store_of
 from .support.cli import gate as run_cli
 from .support.cli import ok, refused
 from .support.docs import example_migrations
@@ -611,13 +611,10 @@ def test_migration_0002_leaves_existing_rows_unlimited(database_url: str) -> Non
     import sqlalchemy as sa
     from alembic.migration import MigrationContext
     from alembic.operations import Operations
-    from flask_sqlalchemy import SQLAlchemy
 
     first, second = example_migrations()[:2]
-    app = Flask(__name__)
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, BASIC_GATE_HASH_METHOD="pbkdf2")
-    db = SQLAlchemy(app)
-    BasicGate(app, db)
+    app, _ = gate_app(database_url, {"BASIC_GATE_HASH_METHOD": "pbkdf2"})
+    db = app.extensions["sqlalchemy"]
     created = dt.datetime(2026, 1, 1)
     # Typed, so SQLAlchemy writes the datetime itself (sqlite3's own adapter
     # is deprecated from Python 3.12 on).

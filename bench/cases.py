@@ -17,8 +17,9 @@ from sqlalchemy import event
 from bench import keydb, peers
 from bench.gateapps import add_key, gate_app, provision
 from bench.report import Bound, Target
-from bench.timing import Case, Environ, basic_authorization, check, make_environ
+from bench.timing import Case, Environ, check, make_environ
 from flask_basic_gate import BasicGate
+from flask_basic_gate.testing import basic_auth_header
 
 BARE = "bare"
 BARE_DB = "bare + Flask-SQLAlchemy, no auth"
@@ -83,7 +84,7 @@ def targets(big_keys: int) -> dict[str, Target]:
 
 def peer_cases(workdir: Path, notes: list[str]) -> list[Case]:
     """The cases that do not use the gate."""
-    environ = make_environ(basic_authorization(peers.KEY, peers.SECRET))
+    environ = make_environ(basic_auth_header(peers.KEY, peers.SECRET))
     cases = [
         bare_case(),
         Case(BARE_DB, peers.bare_db_app(workdir / "bare.sqlite"), [environ]),
@@ -102,9 +103,7 @@ def peer_cases(workdir: Path, notes: list[str]) -> list[Case]:
 
 def bare_case() -> Case:
     """The bare route, the yardstick of every table."""
-    return Case(
-        BARE, peers.bare_app(), [make_environ(basic_authorization(peers.KEY, peers.SECRET))]
-    )
+    return Case(BARE, peers.bare_app(), [make_environ(basic_auth_header(peers.KEY, peers.SECRET))])
 
 
 def cold_sample(keys: int) -> list[int]:
@@ -118,7 +117,7 @@ def key_environs(indexes: Sequence[int]) -> list[Environ]:
     for index in indexes:
         if index not in built:
             built[index] = make_environ(
-                basic_authorization(keydb.key_name(index), keydb.secret_for(index))
+                basic_auth_header(keydb.key_name(index), keydb.secret_for(index))
             )
     return [built[index] for index in indexes]
 
@@ -149,9 +148,9 @@ def _map_sqlite(dbapi_connection: Any, record: Any) -> None:
 
 def warm_case(workdir: Path) -> Case:
     """Cache on, one key with a generated secret, so every timed request is a cache hit."""
-    app, gate = gate_app(workdir / "warm.sqlite", "bench_gate_warm")
-    new = provision(app, gate)
-    return Case(WARM, app, [make_environ(basic_authorization(new.key, new.secret))])
+    app, _ = gate_app(workdir / "warm.sqlite", "bench_gate_warm")
+    new = provision(app)
+    return Case(WARM, app, [make_environ(basic_auth_header(new.key, new.secret))])
 
 
 def warm_redis_case(workdir: Path, notes: list[str]) -> Optional[Case]:
@@ -162,11 +161,11 @@ def warm_redis_case(workdir: Path, notes: list[str]) -> Optional[Case]:
     if url is None:
         notes.append(f"{WARM_REDIS}: skipped, set {REDIS_ENV[0]} to a redis:// URL")
         return None
-    app, gate = gate_app(
+    app, _ = gate_app(
         workdir / "warm-redis.sqlite", "bench_gate_warm_redis", BASIC_GATE_REDIS_URL=url
     )
-    new = provision(app, gate)
-    environ = make_environ(basic_authorization(new.key, new.secret))
+    new = provision(app)
+    environ = make_environ(basic_auth_header(new.key, new.secret))
     check(app, environ, WARM_REDIS)  # starts the listener
     revocation = BasicGate.state(app).revocation
     deadline = time.monotonic() + 10
@@ -197,13 +196,13 @@ class KdfCase:
 def kdf_case(workdir: Path) -> KdfCase:
     """An app whose store holds a scrypt-hashed key, warmed up with a generated key."""
     # The KDF budget would refuse the repeated first requests this times.
-    app, gate = gate_app(workdir / "kdf.sqlite", "bench_gate_kdf", BASIC_GATE_KDF_BUDGET="off")
-    warmup = provision(app, gate)
-    person = add_key(app, gate, secret=PERSON_SECRET)
+    app, _ = gate_app(workdir / "kdf.sqlite", "bench_gate_kdf", BASIC_GATE_KDF_BUDGET="off")
+    warmup = provision(app)
+    person = add_key(app, secret=PERSON_SECRET)
     # Connections, compiled statements and lazy imports are made by this
     # request, so the first scrypt request pays only for its own path.
-    check(app, make_environ(basic_authorization(warmup.key, warmup.secret)), KDF_FIRST)
-    return KdfCase(app, make_environ(basic_authorization(person.key, person.secret)))
+    check(app, make_environ(basic_auth_header(warmup.key, warmup.secret)), KDF_FIRST)
+    return KdfCase(app, make_environ(basic_auth_header(person.key, person.secret)))
 
 
 def time_first_requests(case: KdfCase, trials: int) -> list[float]:

@@ -32,7 +32,7 @@ from bench.cases import PERSON_SECRET
 from bench.gateapps import add_key, gate_app, provision
 from bench.report import table, verdict
 from bench.serve import EXEMPT_PATH
-from bench.timing import basic_authorization
+from flask_basic_gate.testing import basic_auth_header
 
 #: gunicorn sync workers, as issue 9 asks.
 WORKERS = 2
@@ -250,15 +250,13 @@ def _attack(
 def run(workdir: Path, seconds: int) -> list[Outcome]:
     """Provision a store, serve it with gunicorn and run every scenario for ``seconds``."""
     store = workdir / "flood.sqlite"
-    app, gate = gate_app(store, "bench_flood_setup")
-    generated = provision(app, gate)
+    app, _ = gate_app(store, "bench_flood_setup")
+    generated = provision(app)
     # A person-chosen secret: stored with the configured KDF (scrypt by default).
-    target = add_key(app, gate, secret=PERSON_SECRET)
-    authorization = basic_authorization(generated.key, generated.secret)
+    target = add_key(app, secret=PERSON_SECRET)
+    authorization = basic_auth_header(generated.key, generated.secret)
     outcomes = []
-    with httpmode.serving(
-        "flood", authorization, workdir / "gunicorn-flood.log", store=store, workers=WORKERS
-    ) as member_url:
+    with httpmode.serving("flood", authorization, store=store, workers=WORKERS) as member_url:
         # Warm-up: workers import lazily and each fills its own cache.
         httpmode.wrk(member_url, authorization, 1)
         for scenario in SCENARIOS:

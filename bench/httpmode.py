@@ -1,8 +1,8 @@
 """HTTP mode: gunicorn (sync workers, 127.0.0.1 only) under wrk.
 
-Each server runs in its own process group, started with :mod:`subprocess`
-and always terminated (then killed if it lingers) when its ``with`` block
-ends, whatever happened inside.
+Each server is started by the tests' :func:`tests.support.servers.gunicorn_run`,
+on a port gunicorn picks, and always stopped (its master, then every worker
+it announced, by PID) when its ``with`` block ends, whatever happened inside.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,8 +21,9 @@ from pathlib import Path
 from typing import Optional
 
 from bench.serve import STORE_ENV
+from bench.timing import PATH
+from tests.support.servers import child_env, gunicorn_run
 
-HOST = "127.0.0.1"
 #: Sync workers: one per core but one, which wrk keeps busy.
 WORKERS = max(1, (os.cpu_count() or 1) - 1)
 #: wrk connections: two per worker, so none idles between requests.
@@ -59,7 +57,7 @@ def exit_on_sigterm() -> None:
     """Turn SIGTERM into :class:`SystemExit`, so ``with`` blocks stop their servers.
 
     By default SIGTERM ends Python without unwinding, which would leave
-    gunicorn (in a session of its own) running.
+    gunicorn running.
     """
 
     def leave(signum: int, frame: object) -> None:
@@ -68,42 +66,15 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, leave)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _check_serves(url: str, authorization: str) -> None:
+    """One request with ``authorization``; raise unless it answers 200.
 
-
-def _wait_until_serving(process: subprocess.Popen[bytes], url: str, authorization: str) -> None:
-    deadline = time.monotonic() + _STARTUP_SECONDS
+    It waits, in the listening socket's backlog, for a worker that has loaded the app.
+    """
     request = urllib.request.Request(url, headers={"Authorization": authorization})
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with status {process.returncode} before serving")
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status != 200:
-                    raise RuntimeError(f"{url} answered {response.status}")
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"gunicorn did not serve {url} within {_STARTUP_SECONDS:g}s"
-                ) from None
-            time.sleep(0.1)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate the server's process group (master and workers), then kill it if it lingers."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    with urllib.request.urlopen(request, timeout=_STARTUP_SECONDS) as response:
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}")
 
 
 def wrk_command(
@@ -166,7 +137,6 @@ def wrk(
 def serving(
     factory: str,
     authorization: str,
-    log: Path,
     store: Optional[Path] = None,
     *,
     workers: int = WORKERS,
@@ -177,44 +147,19 @@ def serving(
     The server is stopped on leaving the block, whatever happened in it.
 
     :param authorization: sent with the request that checks the server answers 200.
-    :param log: where gunicorn's output goes (shown if it fails to start).
     :param store: the SQLite store of the gate app.
-    :param workers: gunicorn's sync workers.
+    :param workers: gunicorn's sync workers, booted before the check.
     :param env: more environment variables for the server.
     """
-    port = _free_port()
-    url = f"http://{HOST}:{port}/api/v2/members/M0001"
-    extra = env or {}
-    env = dict(os.environ)
-    env.update(extra)
+    extra = dict(env or {})
     if store is not None:
-        env[STORE_ENV] = str(store)
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--worker-class",
-        "sync",
-        "--workers",
-        str(workers),
-        "--bind",
-        f"{HOST}:{port}",
-        "--log-level",
-        "warning",
-        f"bench.serve:{factory}()",
-    ]
-    root = Path(__file__).resolve().parent.parent
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        extra[STORE_ENV] = str(store)
+    with gunicorn_run(
+        f"bench.serve:{factory}()", env=child_env(**extra), workers=workers
+    ) as server:
+        url = server.url + PATH
         try:
-            try:
-                _wait_until_serving(process, url, authorization)
-            except RuntimeError as exc:
-                out.flush()
-                tail = log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{exc}; gunicorn's log:\n{tail}") from None
-            yield url
-        finally:
-            _stop(process)
+            _check_serves(url, authorization)
+        except (OSError, RuntimeError) as exc:
+            raise RuntimeError(f"{exc}; gunicorn's output:\n{server.output[-2000:]}") from None
+        yield url

@@ -26,14 +26,15 @@ from typing import Optional
 
 from bench import keydb
 from bench.gateapps import gate_app
-from bench.timing import basic_authorization, check, make_environ, serve
+from bench.timing import check, make_environ, serve
+from flask_basic_gate.testing import basic_auth_header
 
 
 def peak_rss(store: Path, keys: int, requests: int) -> dict[str, int]:
     """Serve ``requests`` requests over the store and return the peak RSS in KiB."""
     app, _ = gate_app(store, "bench_memprobe_rss")
     for index in random.Random(7).sample(range(keys), min(requests, keys)):
-        environ = make_environ(basic_authorization(keydb.key_name(index), keydb.secret_for(index)))
+        environ = make_environ(basic_auth_header(keydb.key_name(index), keydb.secret_for(index)))
         check(app, environ, "memory probe")
     return {"peak_rss_kib": peak_rss_kib()}
 
@@ -62,9 +63,9 @@ def cache_bytes(store: Path, keys: int) -> dict[str, int]:
     )
     # A failed request first, so connections, compiled statements and the
     # dummy hash exist before the baseline; failures are never cached.
-    serve(app, make_environ(basic_authorization(keydb.key_name(0), "wrong secret")))
+    serve(app, make_environ(basic_auth_header(keydb.key_name(0), "wrong secret")))
     environs = [
-        make_environ(basic_authorization(keydb.key_name(index), keydb.secret_for(index)))
+        make_environ(basic_auth_header(keydb.key_name(index), keydb.secret_for(index)))
         for index in range(keys)
     ]
     gc.collect()

@@ -22,9 +22,10 @@ from typing import Any, Optional
 
 from bench.gateapps import gate_app, provision
 from bench.keydb import PACKAGE
-from bench.timing import basic_authorization, check, make_environ, serve
+from bench.timing import check, make_environ, serve
 from flask_basic_gate import BasicGate
 from flask_basic_gate.plans import PlanCounter
+from flask_basic_gate.testing import basic_auth_header
 
 #: Limits high enough that no timed call is refused.
 _QPS = 10**9
@@ -73,14 +74,14 @@ def _case(
     from flask_basic_gate.backends import make_storage
 
     app, gate = gate_app(workdir / f"{name}.sqlite", name)
-    new = provision(app, gate)
+    new = provision(app)
     with app.app_context():
         if plan:
             gate.store.update_package(PACKAGE, **plan)
         policy = BasicGate.state().policy
     counted = _Counted(make_storage(redis))
     policy.plans = PlanCounter(counted)  # type: ignore[arg-type]
-    environ = make_environ(basic_authorization(new.key, new.secret))
+    environ = make_environ(basic_auth_header(new.key, new.secret))
     check(app, environ, name)  # warms the cache
     return app, environ, counted
 

@@ -31,7 +31,8 @@ from bench import cases, flood, httpmode, keydb, machine, peers, profiling, serv
 from bench.gateapps import gate_app, provision
 from bench.keydb import PACKAGE
 from bench.report import Figure, Row, figure_table, timing_table
-from bench.timing import Case, basic_authorization, calibrate, interleave
+from bench.timing import Case, calibrate, interleave
+from flask_basic_gate.testing import basic_auth_header
 
 _ROOT = Path(__file__).resolve().parent.parent
 _MB = 1e6
@@ -225,7 +226,6 @@ def memory_figures(settings: Settings) -> list[Figure]:
 
 def _alternating_wrk(
     settings: Settings,
-    workdir: Path,
     servers: dict[str, tuple[str, Optional[Path]]],
     *,
     workers: int = httpmode.WORKERS,
@@ -246,7 +246,6 @@ def _alternating_wrk(
                 httpmode.serving(
                     name,
                     authorization,
-                    workdir / f"gunicorn-{workers}-{name}.log",
                     store=store,
                     workers=workers,
                     env=env,
@@ -273,14 +272,13 @@ def _alternating_wrk(
 def http_figures(settings: Settings, workdir: Path) -> list[Figure]:
     """Requests per second of gunicorn serving the bare and the gate app, wrk runs alternating."""
     store = workdir / "http.sqlite"
-    app, gate = gate_app(store, "bench_http_setup")
-    new = provision(app, gate)
+    app, _ = gate_app(store, "bench_http_setup")
+    new = provision(app)
     rates, errors, setup = _alternating_wrk(
         settings,
-        workdir,
         {
-            "bare": (basic_authorization(peers.KEY, peers.SECRET), None),
-            "gate": (basic_authorization(new.key, new.secret), store),
+            "bare": (basic_auth_header(peers.KEY, peers.SECRET), None),
+            "gate": (basic_auth_header(new.key, new.secret), store),
         },
     )
     bare, gated = (statistics.median(rates[name]) for name in ("bare", "gate"))
@@ -306,16 +304,15 @@ def http_redis_figures(settings: Settings, workdir: Path) -> list[Figure]:
         return []
     store = workdir / "http-redis.sqlite"
     app, gate = gate_app(store, "bench_http_redis_setup")
-    new = provision(app, gate)
+    new = provision(app)
     with app.app_context():
         # High enough that no timed call is refused: every call is counted.
         gate.store.update_package(PACKAGE, qps=10**9, quota="2000000000/month")
     rates, errors, setup = _alternating_wrk(
         settings,
-        workdir,
         {
-            "bare": (basic_authorization(peers.KEY, peers.SECRET), None),
-            "gate_redis": (basic_authorization(new.key, new.secret), store),
+            "bare": (basic_auth_header(peers.KEY, peers.SECRET), None),
+            "gate_redis": (basic_auth_header(new.key, new.secret), store),
         },
         workers=MANY_WORKERS,
         env={serve.REDIS_URL_ENV: url},

@@ -13,7 +13,6 @@ against the gate's read path on the same keys.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import gc
 import time
@@ -24,18 +23,14 @@ from typing import Any, Optional
 
 from werkzeug.test import EnvironBuilder
 
+from tests.support.apps import call_wsgi
+
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 #: The path every benchmark app serves, after the members API of the example app.
 PATH = "/api/v2/members/M0001"
-
-
-def basic_authorization(key: str, secret: str) -> str:
-    """Return the value of a Basic ``Authorization`` header for ``key:secret``."""
-    token = base64.b64encode(f"{key}:{secret}".encode()).decode("ascii")
-    return f"Basic {token}"
 
 
 def make_environ(authorization: Optional[str] = None, path: str = PATH) -> Environ:
@@ -60,20 +55,8 @@ def _discard_write(data: bytes) -> None:
 
 def serve(app: WSGIApp, environ: Environ) -> tuple[str, bytes]:
     """Call ``app`` once on a copy of ``environ``; return the status line and the body."""
-    seen: list[str] = []
-
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
-        seen.append(status)
-        return _discard_write
-
-    body = app(environ.copy(), start_response)
-    try:
-        payload = b"".join(body)
-    finally:
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-    return (seen[0] if seen else "no status"), payload
+    status, _, payload = call_wsgi(app, environ.copy())
+    return status, payload
 
 
 def check(app: WSGIApp, environ: Environ, name: str) -> None:

@@ -13,16 +13,15 @@ from flask_basic_gate import BasicGate
 from flask_basic_gate.cache import VerificationCache
 from flask_basic_gate.identity import KeyIdentity
 
-from .conftest import AppFactory, QueryCounter, provision
+from .support.apps import AppFactory, QueryCounter, provision
 
 
 @pytest.fixture
 def cached_app(app_factory: AppFactory) -> Any:
     app = app_factory({"BASIC_GATE_CACHE_TTL": 30})
     provision(app)
-    counter = QueryCounter(app)
-    yield app, counter
-    counter.close()
+    with QueryCounter(app) as counter:
+        yield app, counter
 
 
 def ok(app: Flask, auth: Any, secret: str = "topsecret", key: str = "criticalmix") -> int:

@@ -15,65 +15,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
-from click.testing import Result
 from flask import Flask
-from flask.testing import FlaskCliRunner
 from sqlalchemy import func, inspect, make_url, select, update
 
 from flask_basic_gate import BasicGate
 from flask_basic_gate.store.admin import generate_key
 from flask_basic_gate.testing import basic_auth_headers
 
-from .conftest import FAST_KDF, AppFactory, provision
-from .serverutil import child_env
-
-ROOT = Path(__file__).resolve().parents[1]
-
-GATE_TABLES = {"basic_gate_package", "basic_gate_key", "basic_gate_secret"}
-
-
-def cli_runner(app: Flask) -> FlaskCliRunner:
-    """A runner that keeps stderr apart from stdout on every Click version."""
-    try:
-        return app.test_cli_runner(mix_stderr=False)  # Click < 8.2
-    except TypeError:  # Click >= 8.2 always keeps them apart
-        return app.test_cli_runner()
-
-
-def gate(app: Flask, *args: str, input: Optional[str] = None) -> Result:
-    """Run ``flask basic-gate ARGS`` on ``app``."""
-    return cli_runner(app).invoke(args=["basic-gate", *args], input=input)
-
-
-DATABASE_LINE = re.compile(r"database: \S+")
-
-
-def without_database_line(stderr: str) -> list[str]:
-    """stderr's lines after the ``database:`` line a writing command starts with."""
-    lines = stderr.splitlines()
-    if lines and DATABASE_LINE.fullmatch(lines[0]):
-        return lines[1:]
-    return lines
-
-
-def ok(result: Result) -> list[str]:
-    """The stdout lines of a command that must have succeeded."""
-    assert result.exit_code == 0, (result.exit_code, result.output)
-    assert without_database_line(result.stderr) == []
-    return result.stdout.splitlines()
-
-
-def refused(result: Result, message: str) -> None:
-    """A one-line error on stderr, nothing on stdout, exit status 1."""
-    assert result.exit_code == 1, (result.exit_code, result.output)
-    assert result.stdout == ""
-    lines = without_database_line(result.stderr)
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("Error: ")
-    assert message in lines[0], lines[0]
+from .support import ROOT
+from .support.apps import FAST_KDF, GATE_TABLES, AppFactory, provision
+from .support.cli import gate, ok, refused
+from .support.servers import child_env
 
 
 def status(app: Flask, key: str, secret: str) -> tuple[int, Any]:
@@ -141,7 +96,7 @@ def test_init_db_creates_only_the_gate_tables(app_factory: AppFactory) -> None:
 
     assert ok(gate(app, "init-db")) == ["basic-gate tables created"]
     with app.app_context():
-        assert set(inspect(db.engine).get_table_names()) == GATE_TABLES
+        assert set(inspect(db.engine).get_table_names()) == set(GATE_TABLES)
     # Idempotent, and says it found them.
     assert ok(gate(app, "init-db")) == ["basic-gate tables found: nothing to create"]
     with app.app_context():

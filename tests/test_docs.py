@@ -23,41 +23,15 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from .conftest import AppFactory
-from .serverutil import child_env, flask_run
-from .test_cli import gate
+from .support import ROOT
+from .support.apps import AppFactory
+from .support.cli import gate
+from .support.docs import DOCS, code_blocks, needs_docs, page_session
+from .support.servers import child_env, flask_run
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs"
 CURL = shutil.which("curl")
 
-pytestmark = pytest.mark.skipif(
-    not DOCS.is_dir(), reason="the docs are not next to the tests (installed package?)"
-)
-
-
-def code_blocks(text: str) -> list[tuple[str, list[str]]]:
-    """Every ``.. code-block::`` of a reST page: its caption ('' if none) and lines."""
-    blocks = []
-    pattern = r"\.\. code-block:: \w+\n((?:    :\w+:.*\n)*)\n((?:    .*\n|\n)+)"
-    for options, body in re.findall(pattern, text):
-        caption = re.search(r":caption: (.*)", options)
-        lines = [line[4:] for line in body.rstrip("\n").splitlines()]
-        blocks.append((caption[1] if caption else "", lines))
-    return blocks
-
-
-def session(lines: list[str], prefix: str) -> list[tuple[str, list[str]]]:
-    """The commands starting with ``$ PREFIX``, each with the lines under it."""
-    steps: list[tuple[str, list[str]]] = []
-    current: list[str] = []
-    for line in lines:
-        if line.startswith("$ "):
-            current = []
-            steps.append((line[2:], current))
-        elif line.strip():
-            current.append(line)
-    return [(command, shown) for command, shown in steps if command.startswith(prefix)]
+pytestmark = needs_docs
 
 
 # -- docs/cli.rst, run in order ---------------------------------------------------
@@ -86,13 +60,12 @@ def test_cli_page_runs_as_shown(
     from flask_basic_gate.cli import basic_gate_cli
 
     text = (DOCS / "cli.rst").read_text(encoding="utf-8")
-    blocks = code_blocks(text)
-    files = {caption: lines for caption, lines in blocks if caption}
+    files = {caption: lines for caption, lines in code_blocks(text) if caption}
     assert set(files) == {"keys.csv", "broken.csv"}
     for name, lines in files.items():
         (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    steps = [step for caption, lines in blocks if not caption for step in session(lines, "flask ")]
+    steps = page_session(text, "flask ")
     app: Flask = app_factory(create=False)
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     # Generated keys and secrets differ from run to run: each one printed is
@@ -148,7 +121,7 @@ def test_quickstart_in_tests_example_passes(tmp_path: Path) -> None:
     for name, body in blocks.items():
         code = "\n".join(line[4:] for line in body.splitlines())
         (tmp_path / name).write_text(code, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    env = child_env()
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],

@@ -3,79 +3,33 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from flask import Flask
 
-from example_app import create_app, db
 from example_app.members import MEMBERS
 from example_app.provision import DEMO_KEY, DEMO_SECRET, install_demo_key
 from flask_basic_gate import BasicGate
 from flask_basic_gate.testing import basic_auth_headers
 
-from .conftest import FAST_KDF
+from .support import ROOT
+from .support.example import M0001, MEMBER_PATH, MakeApp
+from .support.servers import child_env
 
-MEMBER_URL = "/api/v2/members/M0001"
-#: The member of the published example, byte for byte in this order.
-M0001 = {
-    "memberId": "M0001",
-    "language": "EN",
-    "email": "m0001@example.com",
-    "firstName": "John",
-    "lastName": "Snow",
-    "birthDate": "1984/01/20",
-    "address": {"country": "US", "streetAddress": None, "postalcode": "10101"},
-}
+pytestmark = pytest.mark.usefixtures("no_flask_environment")
+
 DEMO = basic_auth_headers(DEMO_KEY, DEMO_SECRET)
 
-MakeApp = Callable[..., Flask]
-
-
-@pytest.fixture(autouse=True)
-def no_flask_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings from the environment of the test run must not leak in."""
-    for name in list(os.environ):
-        if name.startswith("FLASK_"):
-            monkeypatch.delenv(name)
-
-
-def dispose(app: Flask) -> None:
-    """Close the app's database connections."""
-    with app.app_context():
-        for engine in db.engines.values():
-            engine.dispose()
-
 
 @pytest.fixture
-def make_app(tmp_path: Path) -> Iterator[MakeApp]:
-    """``make_app(**config)``: the example app on a SQLite file in tmp_path."""
-    made: list[Flask] = []
-
-    def make(*, database: bool = True, **config: Any) -> Flask:
-        settings: dict[str, Any] = {"TESTING": True, "BASIC_GATE_HASH_METHOD": FAST_KDF}
-        if database:
-            settings["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'example.sqlite'}"
-        settings.update(config)
-        app = create_app(settings)
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        dispose(app)
-
-
-@pytest.fixture
-def app(make_app: MakeApp) -> Flask:
+def app(make_example_app: MakeApp) -> Flask:
     """The example app on a new database (so with the demo key)."""
-    return make_app()
+    return make_example_app()
 
 
 def error(code: str, message: str) -> dict[str, Any]:
@@ -86,7 +40,7 @@ def error(code: str, message: str) -> dict[str, Any]:
 
 
 def test_member_exactly_as_published(app: Flask) -> None:
-    response = app.test_client().get(MEMBER_URL, headers=DEMO)
+    response = app.test_client().get(MEMBER_PATH, headers=DEMO)
     assert response.status_code == 200
     assert response.mimetype == "application/json"
     body = response.get_json()
@@ -118,7 +72,7 @@ def test_unknown_url_after_auth_is_404_json(app: Flask) -> None:
 
 
 def test_wrong_method_after_auth_is_405_json(app: Flask) -> None:
-    response = app.test_client().post(MEMBER_URL, headers=DEMO)
+    response = app.test_client().post(MEMBER_PATH, headers=DEMO)
     assert response.status_code == 405
     assert response.get_json()["errorCode"] == "method-not-allowed"
     assert "GET" in response.headers["Allow"]
@@ -133,7 +87,7 @@ def test_health_is_open(app: Flask) -> None:
 
 
 def test_no_credentials_401_with_challenge(app: Flask) -> None:
-    response = app.test_client().get(MEMBER_URL)
+    response = app.test_client().get(MEMBER_PATH)
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == 'Basic realm="api", charset="UTF-8"'
     assert response.mimetype == "application/json"
@@ -141,14 +95,14 @@ def test_no_credentials_401_with_challenge(app: Flask) -> None:
 
 
 def test_wrong_secret_403(app: Flask) -> None:
-    response = app.test_client().get(MEMBER_URL, headers=basic_auth_headers(DEMO_KEY, "wrong"))
+    response = app.test_client().get(MEMBER_PATH, headers=basic_auth_headers(DEMO_KEY, "wrong"))
     assert response.status_code == 403
     assert "WWW-Authenticate" not in response.headers
     assert response.get_json() == error("invalid-credentials", "Invalid Authentication Credentials")
 
 
 def test_cors_preflight_passes(app: Flask) -> None:
-    response = app.test_client().options(MEMBER_URL)
+    response = app.test_client().options(MEMBER_PATH)
     assert response.status_code == 200
     assert "GET" in response.headers["Allow"]
 
@@ -157,35 +111,35 @@ def test_cors_preflight_passes(app: Flask) -> None:
 
 
 def assert_mashery(app: Flask) -> None:
-    response = app.test_client().get(MEMBER_URL)
+    response = app.test_client().get(MEMBER_PATH)
     assert response.status_code == 403
     assert "WWW-Authenticate" not in response.headers
     assert response.headers["X-Mashery-Error-Code"] == "ERR_403_NOT_AUTHORIZED"
     assert response.headers["X-Error-Detail-Header"] == "Not Authorized"
     assert response.get_json() == error("authorization-required", "Authorization is Required")
-    assert app.test_client().get(MEMBER_URL, headers=DEMO).status_code == 200
+    assert app.test_client().get(MEMBER_PATH, headers=DEMO).status_code == 200
 
 
 def assert_rfc(app: Flask) -> None:
-    response = app.test_client().get(MEMBER_URL)
+    response = app.test_client().get(MEMBER_PATH)
     assert response.status_code == 401
     assert "X-Mashery-Error-Code" not in response.headers
 
 
-def test_mashery_mode_from_config(make_app: MakeApp) -> None:
-    assert_mashery(make_app(BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE=True))
+def test_mashery_mode_from_config(make_example_app: MakeApp) -> None:
+    assert_mashery(make_example_app(BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE=True))
 
 
-def test_mashery_mode_by_connector_name(make_app: MakeApp) -> None:
-    assert_mashery(make_app(Keep_Mashery_Default_Response_Code="true"))
+def test_mashery_mode_by_connector_name(make_example_app: MakeApp) -> None:
+    assert_mashery(make_example_app(Keep_Mashery_Default_Response_Code="true"))
 
 
 @pytest.mark.parametrize(("value", "mashery"), [("true", True), ("false", False), ("1", True)])
 def test_mashery_mode_from_environment(
-    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch, value: str, mashery: bool
+    make_example_app: MakeApp, monkeypatch: pytest.MonkeyPatch, value: str, mashery: bool
 ) -> None:
     monkeypatch.setenv("FLASK_BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE", value)
-    app = make_app()
+    app = make_example_app()
     if mashery:
         assert_mashery(app)
     else:
@@ -193,35 +147,35 @@ def test_mashery_mode_from_environment(
 
 
 def test_mashery_mode_by_connector_name_from_environment(
-    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+    make_example_app: MakeApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FLASK_Keep_Mashery_Default_Response_Code", "true")
-    assert_mashery(make_app())
+    assert_mashery(make_example_app())
 
 
 def test_config_argument_overrides_environment(
-    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+    make_example_app: MakeApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FLASK_BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE", "true")
-    assert_rfc(make_app(BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE=False))
+    assert_rfc(make_example_app(BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE=False))
 
 
 def test_database_from_environment(
-    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    make_example_app: MakeApp, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     path = tmp_path / "from-env.sqlite"
     monkeypatch.setenv("FLASK_SQLALCHEMY_DATABASE_URI", f"sqlite:///{path}")
-    app = make_app(database=False)
+    app = make_example_app(database=False)
     assert path.exists()
-    assert app.test_client().get(MEMBER_URL, headers=DEMO).status_code == 200
+    assert app.test_client().get(MEMBER_PATH, headers=DEMO).status_code == 200
 
 
 def test_bad_gate_setting_from_environment_fails_at_start(
-    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+    make_example_app: MakeApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FLASK_BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE", "maybe")
     with pytest.raises(ValueError, match="BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE"):
-        make_app()
+        make_example_app()
 
 
 # -- first start -------------------------------------------------------------------
@@ -233,10 +187,10 @@ def keys(app: Flask) -> list[tuple[str, str, str]]:
 
 
 def test_demo_key_on_new_database_logged_without_secret(
-    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+    make_example_app: MakeApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        app = make_app()
+        app = make_example_app()
     assert keys(app) == [("criticalmix", "members", "active")]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
@@ -247,31 +201,33 @@ def test_demo_key_on_new_database_logged_without_secret(
 
 
 def test_demo_key_only_when_database_is_new(
-    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+    make_example_app: MakeApp, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = make_app()
+    first = make_example_app()
     with first.app_context():
         BasicGate.state().store.disable_key(DEMO_KEY)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        again = make_app()
+        again = make_example_app()
     assert keys(again) == [("criticalmix", "members", "disabled")]
     assert not caplog.records
-    response = again.test_client().get(MEMBER_URL, headers=DEMO)
+    response = again.test_client().get(MEMBER_PATH, headers=DEMO)
     assert (response.status_code, response.get_json()["errorCode"]) == (403, "key-inactive")
 
 
-def test_demo_key_off_by_setting(make_app: MakeApp) -> None:
-    app = make_app(EXAMPLE_DEMO_KEY=False)
+def test_demo_key_off_by_setting(make_example_app: MakeApp) -> None:
+    app = make_example_app(EXAMPLE_DEMO_KEY=False)
     assert keys(app) == []
     # The tables were made, and a later start does not add the demo key.
-    assert keys(make_app()) == []
-    assert make_app().test_client().get(MEMBER_URL, headers=DEMO).status_code == 403
+    assert keys(make_example_app()) == []
+    assert make_example_app().test_client().get(MEMBER_PATH, headers=DEMO).status_code == 403
 
 
-def test_demo_key_off_by_environment(make_app: MakeApp, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_key_off_by_environment(
+    make_example_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FLASK_EXAMPLE_DEMO_KEY", "false")
-    assert keys(make_app()) == []
+    assert keys(make_example_app()) == []
 
 
 def test_demo_key_provisioning_races_are_harmless(app: Flask) -> None:
@@ -292,7 +248,7 @@ def test_key_created_later_works_at_once(app: Flask) -> None:
     with app.app_context():
         new = BasicGate.state().store.create_key("members")
     headers = basic_auth_headers(new.key, new.secret)
-    assert app.test_client().get(MEMBER_URL, headers=headers).status_code == 200
+    assert app.test_client().get(MEMBER_PATH, headers=headers).status_code == 200
 
 
 def test_member_report_is_reserved_for_the_reports_package(app: Flask) -> None:
@@ -314,18 +270,18 @@ def test_member_report_is_reserved_for_the_reports_package(app: Flask) -> None:
 
 
 def test_starts_without_its_database_then_serves_when_it_answers(
-    make_app: MakeApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_example_app: MakeApp, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # SQLite cannot open a file in a folder that does not exist yet: the
     # database is unreachable until the folder is made.
     folder = tmp_path / "later"
     with caplog.at_level(logging.WARNING):
-        app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{folder / 'example.sqlite'}")
+        app = make_example_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{folder / 'example.sqlite'}")
     [line] = [r for r in caplog.records if r.name == app.logger.name]
     assert "not reachable at start" in line.getMessage()
     assert line.exc_info is None and "\n" not in line.getMessage()
     client = app.test_client()
-    response = client.get(MEMBER_URL, headers=DEMO)
+    response = client.get(MEMBER_PATH, headers=DEMO)
     assert response.status_code == 503
     assert response.get_json()["errorCode"] == "gate-unavailable"
     assert int(response.headers["Retry-After"]) >= 1
@@ -333,7 +289,7 @@ def test_starts_without_its_database_then_serves_when_it_answers(
 
     folder.mkdir()
     deadline = time.monotonic() + 5
-    while (response := client.get(MEMBER_URL, headers=DEMO)).status_code != 200:
+    while (response := client.get(MEMBER_PATH, headers=DEMO)).status_code != 200:
         assert response.status_code == 503, response.get_data(as_text=True)
         assert time.monotonic() < deadline, "the example app did not become ready"
         time.sleep(0.05)
@@ -343,11 +299,10 @@ def test_starts_without_its_database_then_serves_when_it_answers(
 
 def test_cli_help_needs_no_database(tmp_path: Path) -> None:
     # Nothing listens on port 1: a start that tried would log the failure.
-    env = {name: value for name, value in os.environ.items() if not name.startswith("FLASK_")}
-    env["FLASK_SQLALCHEMY_DATABASE_URI"] = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    env = child_env(FLASK_SQLALCHEMY_DATABASE_URI="postgresql+psycopg://nobody@127.0.0.1:1/none")
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "example_app", "basic-gate", "--help"],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,

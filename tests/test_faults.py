@@ -30,9 +30,10 @@ from flask_basic_gate.store import lookup as lookup_module
 from flask_basic_gate.store import timeouts
 from flask_basic_gate.testing import basic_auth_headers
 
-from .conftest import AppFactory, backend_url, provision
-from .faultproxy import FaultProxy, fault_proxy
-from .serverutil import serve_in_thread
+from .support.apps import AppFactory, drop_tables, provision
+from .support.backends import backend_url
+from .support.faultproxy import FaultProxy, fault_proxy
+from .support.servers import serve_in_thread
 
 #: Short, so a hung lookup costs a test little (PostgreSQL's connect
 #: timeout counts whole seconds, 2 at least).
@@ -214,11 +215,6 @@ def count_connects(app: Flask) -> list[int]:
     return count
 
 
-def drop_tables(app: Flask) -> None:
-    with app.app_context():
-        app.extensions["sqlalchemy"].drop_all()
-
-
 def test_back_off_refuses_without_dialling(
     app_factory: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -228,7 +224,7 @@ def test_back_off_refuses_without_dialling(
     monkeypatch.setattr(lookup_module, "BACKOFF_MAX", 60.0)
     app = app_factory({"BASIC_GATE_CACHE_TTL": 0})
     provision(app)
-    drop_tables(app)
+    drop_tables(app.config["SQLALCHEMY_DATABASE_URI"])
     connects = count_connects(app)
     client = app.test_client()
     for _ in range(20):
@@ -248,7 +244,7 @@ def test_outage_logs_one_traceback_then_summaries_then_recovery(
     app = app_factory({"BASIC_GATE_CACHE_TTL": 0})
     provision(app)
     client = app.test_client()
-    drop_tables(app)
+    drop_tables(app.config["SQLALCHEMY_DATABASE_URI"])
     with caplog.at_level(logging.WARNING, logger="flask_basic_gate"):
         for _ in range(30):
             assert client.get("/thing", headers=basic_auth_headers(*CACHED)).status_code == 503

@@ -21,7 +21,7 @@ from flask_basic_gate import (
     request_rejected,
 )
 
-from .conftest import AppFactory, QueryCounter, gate_of, provision
+from .support.apps import AppFactory, QueryCounter, gate_of, provision
 
 # -- set-up ---------------------------------------------------------------
 

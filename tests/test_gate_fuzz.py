@@ -40,7 +40,7 @@ from flask_basic_gate import BasicGate
 from flask_basic_gate.header import BasicCredentials, HeaderProblem, parse_basic
 from flask_basic_gate.testing import basic_auth_header
 
-from .conftest import AppFactory
+from .support.apps import AppFactory, call_wsgi
 
 #: Inputs per whole-path run; four runs make the issue's 20,000.
 WHOLE_PATH_INPUTS = 5_000
@@ -98,7 +98,7 @@ def _is_utf8(raw: bytes) -> bool:
 
 # -- the whole WSGI path --------------------------------------------------------
 
-#: Person-chosen secrets (hashed with conftest's cheap PBKDF2): a non-ASCII
+#: Person-chosen secrets (hashed with the tests' cheap PBKDF2): a non-ASCII
 #: key whose secret holds a colon, and a look-alike of the generated key.
 CHOSEN = [("müller", "Grüße:Jürgen"), ("Criticalmix", "topsecret")]
 GENERATED_KEY = "criticalmix"
@@ -302,24 +302,6 @@ def header_inputs(pairs: list[tuple[str, str]]) -> st.SearchStrategy[Optional[st
     return _weighted([(single, 12), (repeated, 2), (st.none(), 1)])
 
 
-def _call(app: Flask, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-    """Run ``app.wsgi_app`` the way a WSGI server does."""
-    started: list[Any] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        started[:] = [status, headers]
-        return lambda data: None
-
-    result = app.wsgi_app(environ, start_response)
-    try:
-        body = b"".join(result)
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    return started[0], list(started[1]), body
-
-
 class WholePath:
     """An app with three keys and the checks every answer must pass."""
 
@@ -352,7 +334,7 @@ class WholePath:
         environ["REMOTE_ADDR"] = client
         if value is not None:
             environ["HTTP_AUTHORIZATION"] = value
-        return _call(self.app, environ)
+        return call_wsgi(self.app.wsgi_app, environ)
 
     def check(self, value: Optional[str], client: str) -> None:
         self.judge(value, self.request(value, client))
@@ -463,7 +445,7 @@ def test_whole_wsgi_path_duplicate_header_list(
     def fuzz(values: list[str]) -> None:
         headers = [("Authorization", v) for v in values]
         environ = EnvironBuilder(path="/thing", headers=headers).get_environ()
-        path.judge(environ.get("HTTP_AUTHORIZATION"), _call(path.app, environ))
+        path.judge(environ.get("HTTP_AUTHORIZATION"), call_wsgi(path.app.wsgi_app, environ))
 
     fuzz()
     path.report("a list of repeated headers", capsys)

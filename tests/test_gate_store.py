@@ -14,7 +14,8 @@ from sqlalchemy import event
 from flask_basic_gate import AdminError, BasicGate
 from flask_basic_gate.hashing import GENERATED, KDF, PLAINTEXT
 
-from .conftest import AppFactory, provision
+from .support.apps import AppFactory, provision, store_of
+from .support.backends import backend_url
 
 
 @pytest.fixture
@@ -23,10 +24,6 @@ def backend_app(app_factory: AppFactory, database_url: str) -> Flask:
     app = app_factory({"BASIC_GATE_CACHE_TTL": 0}, url=database_url)
     provision(app)
     return app
-
-
-def store_of(app: Flask) -> Any:
-    return BasicGate.state(app).store
 
 
 def policy_of(app: Flask) -> Any:
@@ -252,8 +249,6 @@ def test_dropped_connection_retried_once(
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    from .conftest import backend_url
-
     url = backend_url(backend, tmp_path)
     app = app_factory({"BASIC_GATE_CACHE_TTL": 0}, url=url)
     provision(app)
@@ -334,8 +329,6 @@ def test_kept_connection_idles_outside_a_transaction(
 ) -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
-
-    from .conftest import backend_url
 
     url = backend_url("postgresql", tmp_path)
     app = app_factory({"BASIC_GATE_CACHE_TTL": 0}, url=url)

@@ -22,17 +22,17 @@ from sqlalchemy.pool import NullPool
 
 from example_app.provision import DEMO_KEY, DEMO_SECRET
 
-from .conftest import FAST_KDF, backend_url
-from .faultproxy import FaultProxy, fault_proxy
-from .serverutil import ServerProcess, child_env, gunicorn_run
+from .support.apps import FAST_KDF, drop_tables
+from .support.backends import backend_url
+from .support.example import MEMBER_PATH
+from .support.faultproxy import FaultProxy, fault_proxy
+from .support.servers import ServerProcess, child_env, gunicorn_run
 
 pytestmark = pytest.mark.server
 
 STORE_TIMEOUT = 2
 BOUND = STORE_TIMEOUT + 1
 RECOVERY = 2.0
-MEMBER_PATH = "/api/v2/members/M0001"
-TABLES = ("basic_gate_secret", "basic_gate_key", "basic_gate_package")
 CONNECTIONS = {
     "postgresql": "SELECT count(*) FROM pg_stat_activity"
     " WHERE datname = current_database() AND pid <> pg_backend_pid()",
@@ -48,16 +48,6 @@ def database(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[tuple[st
     drop_tables(url)
     yield request.param, url
     drop_tables(url)
-
-
-def drop_tables(url: str) -> None:
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            for table in TABLES:
-                conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
-    finally:
-        engine.dispose()
 
 
 def server_connections(backend: str, url: str) -> int:

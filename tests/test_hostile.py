@@ -15,7 +15,7 @@ from flask_basic_gate import BasicGate
 from flask_basic_gate.cache import MAX_PER_KEY
 from flask_basic_gate.testing import basic_auth_header
 
-from .conftest import FAST_KDF, AppFactory, QueryCounter
+from .support.apps import FAST_KDF, AppFactory, QueryCounter, provision
 
 #: Real scrypt, with the smallest parameters that keep it scrypt.
 SMALL_SCRYPT = "scrypt:1024:8:1"
@@ -48,15 +48,9 @@ def hostile_app(request: pytest.FixtureRequest, app_factory: AppFactory) -> Iter
             "BASIC_GATE_CACHE_TTL": 0,
         }
     )
-    with app.app_context():
-        store = BasicGate.state().store
-        store.create_package("members")
-        secret = store.create_key(
-            "members", key="criticalmix", secret=None if method == "generated" else SECRET
-        ).secret
-    counter = QueryCounter(app)
-    yield app, secret, counter
-    counter.close()
+    secret = provision(app, secret=None if method == "generated" else SECRET).secret
+    with QueryCounter(app) as counter:
+        yield app, secret, counter
 
 
 def test_kdfs_alone_take_trailing_nul_for_the_secret() -> None:
@@ -130,7 +124,7 @@ def _variants(key: str, secret: str) -> list[str]:
 
 
 @pytest.fixture
-def cached_app(app_factory: AppFactory) -> Iterator[Any]:
+def small_cache_app(app_factory: AppFactory) -> Iterator[Any]:
     """Key ``criticalmix`` (person-chosen secret, so a cache miss costs a
     KDF) and key ``bystander`` (generated secret), with a small cache."""
     app = app_factory(
@@ -141,18 +135,14 @@ def cached_app(app_factory: AppFactory) -> Iterator[Any]:
             "BASIC_GATE_FAILURE_LIMIT": "off",
         }
     )
-    with app.app_context():
-        store = BasicGate.state().store
-        store.create_package("members")
-        store.create_key("members", key="criticalmix", secret=CHOSEN)
-        bystander = store.create_key("members", key="bystander").secret
-    counter = QueryCounter(app)
-    yield app, bystander, counter
-    counter.close()
+    provision(app, secret=CHOSEN)
+    bystander = provision(app, "bystander", None).secret
+    with QueryCounter(app) as counter:
+        yield app, bystander, counter
 
 
-def test_variants_share_one_cache_entry(cached_app: Any) -> None:
-    app, bystander, counter = cached_app
+def test_variants_share_one_cache_entry(small_cache_app: Any) -> None:
+    app, bystander, counter = small_cache_app
     cache = BasicGate.state(app).cache
     canonical = basic_auth_header("criticalmix", CHOSEN)
     others = basic_auth_header("bystander", bystander)
@@ -177,8 +167,8 @@ def test_variants_share_one_cache_entry(cached_app: Any) -> None:
     assert counter.count == lookups
 
 
-def test_one_key_cannot_push_another_out(cached_app: Any) -> None:
-    app, bystander, counter = cached_app
+def test_one_key_cannot_push_another_out(small_cache_app: Any) -> None:
+    app, bystander, counter = small_cache_app
     cache = BasicGate.state(app).cache
     others = basic_auth_header("bystander", bystander)
     assert get(app, others).status_code == 200

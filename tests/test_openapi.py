@@ -26,7 +26,8 @@ from flask_basic_gate.openapi import (
 )
 from flask_basic_gate.testing import basic_auth_headers
 
-FAST_KDF = "pbkdf2:sha256:1000"
+from .support.apps import FAST_KDF, dispose
+
 GATE = [{"basicGate": []}]
 GATE_OR_ANONYMOUS = [{"basicGate": []}, {}]
 
@@ -44,7 +45,6 @@ def _configure(app: Flask, tmp_path: Any, config: Optional[dict[str, Any]]) -> B
         db.create_all()
         gate.store.create_package("members")
         gate.store.create_key("members", key="reader", secret="s3cret")
-    app.extensions["test_db"] = db
     return gate
 
 
@@ -53,9 +53,7 @@ def engines() -> Iterator[list[Any]]:
     made: list[Any] = []
     yield made
     for app in made:
-        with app.app_context():
-            for engine in app.extensions["test_db"].engines.values():
-                engine.dispose()
+        dispose(app)
 
 
 def _apiflask_app(tmp_path: Any, engines: list[Any], config: Optional[dict[str, Any]] = None):

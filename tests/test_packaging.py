@@ -5,7 +5,6 @@ quick start that works word for word, and a migration that matches the models.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import re
 import shlex
 import shutil
@@ -13,24 +12,20 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import inspect
 
 import flask_basic_gate
-from flask_basic_gate import BasicGate, config
+from flask_basic_gate import config
 from flask_basic_gate.cli import basic_gate_cli
 from flask_basic_gate.testing import basic_auth_headers
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs"
-
-needs_docs = pytest.mark.skipif(
-    not DOCS.is_dir(), reason="the docs are not next to the tests (installed package?)"
-)
+from .support import ROOT
+from .support.apps import GATE_TABLES, dispose, gate_app
+from .support.docs import DOCS, example_migrations, needs_docs, page_session
+from .support.servers import child_env
 
 
 def test_one_version() -> None:
@@ -81,20 +76,6 @@ def test_every_public_name_is_in_the_reference() -> None:
 # -- the quick start, word for word -------------------------------------------
 
 
-def _session(text: str, prefix: str) -> list[tuple[str, list[str]]]:
-    """The commands starting with ``prefix`` in a page's examples, each with
-    the output lines shown under it."""
-    steps: list[tuple[str, list[str]]] = []
-    for block in re.findall(r"\.\. code-block:: text\n\n((?:    .*\n|\n)+)", text):
-        lines = [line[4:] for line in block.rstrip("\n").splitlines()]
-        for line in lines:
-            if line.startswith("$ "):
-                steps.append((line[2:], []))
-            elif steps and line.strip():
-                steps[-1][1].append(line)
-    return [(cmd, out) for cmd, out in steps if cmd.startswith(prefix)]
-
-
 @pytest.fixture
 def quickstart(tmp_path: Path) -> Iterator[Path]:
     shutil.copy(DOCS / "quickstart" / "hello.py", tmp_path / "hello.py")
@@ -105,14 +86,14 @@ def quickstart(tmp_path: Path) -> Iterator[Path]:
 @needs_docs
 def test_quickstart_word_for_word(quickstart: Path) -> None:
     page = (DOCS / "quickstart.rst").read_text(encoding="utf-8")
-    steps = _session(page, "flask --app hello basic-gate ")
+    steps = page_session(page, "flask --app hello basic-gate ")
     assert [cmd.split()[4] for cmd, _ in steps] == [
         "init-db",
         "create-package",
         "create-key",
         "disable-key",
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    env = child_env()
     run = {}
     for command, shown in steps:
         args = [sys.executable, "-m", *shlex.split(command)]
@@ -159,25 +140,10 @@ def _check_calls(folder: Path) -> None:
         health = client.get("/health")
         assert health.get_data(as_text=True).strip() == '{"status":"ok"}'
     finally:
-        with app.app_context():
-            for engine in app.extensions["sqlalchemy"].engines.values():
-                engine.dispose()
+        dispose(app)
 
 
 # -- the example migration matches the models ---------------------------------
-
-
-def _migrations() -> list[Any]:
-    """The example migrations, oldest first (each revises the one before)."""
-    found = []
-    for path in sorted((DOCS / "migrations").glob("[0-9]*.py")):
-        source = path.read_text(encoding="utf-8")
-        namespace: dict[str, Any] = {"__name__": f"migration_{path.stem}"}
-        exec(compile(source, str(path), "exec"), namespace)
-        found.append(namespace)
-    for older, newer in zip(found, found[1:]):
-        assert newer["down_revision"] == older["revision"]
-    return found
 
 
 @needs_docs
@@ -187,12 +153,10 @@ def test_example_migration_matches_the_models(database_url: str) -> None:
     from alembic.migration import MigrationContext
     from alembic.operations import Operations
 
-    app = Flask(__name__)
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, BASIC_GATE_HASH_METHOD="pbkdf2")
-    db = SQLAlchemy(app)
-    BasicGate(app, db)
-    migrations = _migrations()
-    tables = {"basic_gate_package", "basic_gate_key", "basic_gate_secret"}
+    app, _ = gate_app(database_url, {"BASIC_GATE_HASH_METHOD": "pbkdf2"})
+    db = app.extensions["sqlalchemy"]
+    migrations = example_migrations()
+    tables = set(GATE_TABLES)
     with app.app_context():
         db.drop_all()
         engine = db.engine

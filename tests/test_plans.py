@@ -22,9 +22,10 @@ from flask_basic_gate.records import Plan, effective_plan
 from flask_basic_gate.store import UNSET, KeyImport
 from flask_basic_gate.testing import basic_auth_headers
 
-from .conftest import AppFactory, QueryCounter
-from .test_cli import gate as run_cli
-from .test_cli import ok, refused
+from .support.apps import AppFactory, QueryCounter, gate_app, store_of
+from .support.cli import gate as run_cli
+from .support.cli import ok, refused
+from .support.docs import example_migrations
 
 MASHERY = "BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE"
 HEADERS = "BASIC_GATE_RATE_LIMIT_HEADERS"
@@ -83,11 +84,6 @@ def planned_app(
 
 def get(app: Flask, key: str = "k1", secret: str = "s1", path: str = "/thing") -> TestResponse:
     return app.test_client().get(path, headers=basic_auth_headers(key, secret))
-
-
-def store_of(app: Flask) -> Any:
-    with app.app_context():
-        return BasicGate.state().store
 
 
 # -- windows and formats ------------------------------------------------------
@@ -625,15 +621,10 @@ def test_migration_0002_leaves_existing_rows_unlimited(database_url: str) -> Non
     import sqlalchemy as sa
     from alembic.migration import MigrationContext
     from alembic.operations import Operations
-    from flask_sqlalchemy import SQLAlchemy
 
-    from .test_packaging import _migrations
-
-    first, second = _migrations()[:2]
-    app = Flask(__name__)
-    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, BASIC_GATE_HASH_METHOD="pbkdf2")
-    db = SQLAlchemy(app)
-    BasicGate(app, db)
+    first, second = example_migrations()[:2]
+    app, _ = gate_app(database_url, {"BASIC_GATE_HASH_METHOD": "pbkdf2"})
+    db = app.extensions["sqlalchemy"]
     created = dt.datetime(2026, 1, 1)
     # Typed, so SQLAlchemy writes the datetime itself (sqlite3's own adapter
     # is deprecated from Python 3.12 on).

@@ -23,15 +23,13 @@ from flask_basic_gate.backends import redis_client
 from flask_basic_gate.revocation import TRUST_WINDOW, RedisRevocation, Revocation
 from flask_basic_gate.testing import basic_auth_headers
 
-from .conftest import AppFactory, provision
-from .serverutil import REDIS_SERVER, RedisServer
+from .support.apps import AppFactory, provision
+from .support.servers import RedisServer
 
 #: Long enough for a message or a reconnection on a loaded machine, far
 #: shorter than the cache's 30 s: an answer that changes before it came
 #: through Redis, not through expiry.
 DEADLINE = 5.0
-
-needs_redis_server = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not on PATH")
 
 
 class Pair:

@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, jsonify
 
 from flask_basic_gate import BasicGate, ConfigurationError, current_key, get_current_key
 
-from .conftest import AppFactory, gate_of, provision
+from .support.apps import AppFactory, gate_of, provision
 
 
 def reports_app(app_factory: AppFactory, **config: Any) -> Flask:

@@ -10,7 +10,6 @@ at all, as the README's first command does.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -22,55 +21,35 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-import requests
 from flask import Flask
 
-from example_app import create_app, db
 from example_app.provision import DEMO_KEY, DEMO_SECRET
 from flask_basic_gate import BasicGate, request_authenticated, request_rejected
 from flask_basic_gate.testing import basic_auth_header
 
-from .conftest import FAST_KDF
-from .serverutil import child_env, flask_run, serve_in_thread
-from .test_example_app import M0001
+from .support import ROOT
+from .support.apps import FAST_KDF
+from .support.example import M0001, MEMBER_PATH, MakeApp
+from .support.servers import child_env, flask_run, http_session, serve_in_thread
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.usefixtures("no_flask_environment")]
 
-MEMBER_PATH = "/api/v2/members/M0001"
 #: Non-ASCII credentials, made through the store.
 KEY, SECRET = "clé", "päss"
 CURL = shutil.which("curl")
-ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def no_flask_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings from the environment of the test run must not leak in."""
-    for name in list(os.environ):
-        if name.startswith("FLASK_"):
-            monkeypatch.delenv(name)
-
-
-def make_app(tmp_path: Path, **config: Any) -> Flask:
-    """The example app on SQLite in tmp_path, with a non-ASCII key too."""
-    settings: dict[str, Any] = {
-        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'example.sqlite'}",
-        "BASIC_GATE_HASH_METHOD": FAST_KDF,
-    }
-    settings.update(config)
-    app = create_app(settings)
+def app_with_non_ascii_key(make_example_app: MakeApp, **config: Any) -> Flask:
+    """The example app (``TESTING`` off) on SQLite in tmp_path, with a non-ASCII key too."""
+    app = make_example_app(testing=False, **config)
     with app.app_context():
         BasicGate.state().store.create_key("members", key=KEY, secret=SECRET)
     return app
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
-    app = make_app(tmp_path)
-    yield app
-    with app.app_context():
-        for engine in db.engines.values():
-            engine.dispose()
+def app(make_example_app: MakeApp) -> Flask:
+    return app_with_non_ascii_key(make_example_app)
 
 
 @pytest.fixture
@@ -80,18 +59,11 @@ def url(app: Flask) -> Iterator[str]:
         yield base
 
 
-def session() -> requests.Session:
-    """A requests session that ignores proxy settings of the environment."""
-    client = requests.Session()
-    client.trust_env = False
-    return client
-
-
 # -- requests -------------------------------------------------------------------
 
 
 def test_requests_demo_key(url: str) -> None:
-    with session() as client:
+    with http_session() as client:
         response = client.get(url + MEMBER_PATH, auth=(DEMO_KEY, DEMO_SECRET))
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
@@ -99,7 +71,7 @@ def test_requests_demo_key(url: str) -> None:
 
 
 def test_requests_failures(url: str) -> None:
-    with session() as client:
+    with http_session() as client:
         missing = client.get(url + MEMBER_PATH)
         wrong = client.get(url + MEMBER_PATH, auth=(DEMO_KEY, "wrong"))
         health = client.get(url + "/health")
@@ -113,7 +85,7 @@ def test_requests_failures(url: str) -> None:
 
 
 def test_requests_non_ascii_str_is_sent_latin1(url: str) -> None:
-    with session() as client:
+    with http_session() as client:
         response = client.get(url + MEMBER_PATH, auth=(KEY, SECRET))
     sent = response.request.headers["Authorization"]
     assert sent == basic_auth_header(KEY, SECRET, encoding="iso-8859-1")
@@ -122,7 +94,7 @@ def test_requests_non_ascii_str_is_sent_latin1(url: str) -> None:
 
 
 def test_requests_non_ascii_utf8_bytes(url: str) -> None:
-    with session() as client:
+    with http_session() as client:
         # requests sends bytes credentials as they are (its stubs say str only).
         auth: Any = (KEY.encode(), SECRET.encode())
         response = client.get(url + MEMBER_PATH, auth=auth)
@@ -132,7 +104,7 @@ def test_requests_non_ascii_utf8_bytes(url: str) -> None:
 
 
 def test_requests_non_ascii_wrong_secret(url: str) -> None:
-    with session() as client:
+    with http_session() as client:
         response = client.get(url + MEMBER_PATH, auth=(KEY, "pass"))
     assert response.status_code == 403
 
@@ -213,21 +185,18 @@ def test_urllib_other_realm_sends_no_credentials(url: str) -> None:
         assert error.headers["WWW-Authenticate"] == 'Basic realm="api", charset="UTF-8"'
 
 
-def test_urllib_in_mashery_mode_gets_no_challenge(tmp_path: Path) -> None:
+def test_urllib_in_mashery_mode_gets_no_challenge(make_example_app: MakeApp) -> None:
     # Why RFC mode is the default: without a 401 challenge, clients that
     # wait for one never send their credentials.
-    app = make_app(tmp_path, BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE=True)
-    try:
-        with serve_in_thread(app) as url, pytest.raises(urllib.error.HTTPError) as info:
-            opener(url, DEMO_KEY, DEMO_SECRET, "api").open(url + MEMBER_PATH, timeout=30)
-        with info.value as error:
-            assert error.code == 403
-            assert error.headers["X-Mashery-Error-Code"] == "ERR_403_NOT_AUTHORIZED"
-            assert json.load(error)["errorCode"] == "authorization-required"
-    finally:
-        with app.app_context():
-            for engine in db.engines.values():
-                engine.dispose()
+    app = app_with_non_ascii_key(
+        make_example_app, BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE=True
+    )
+    with serve_in_thread(app) as url, pytest.raises(urllib.error.HTTPError) as info:
+        opener(url, DEMO_KEY, DEMO_SECRET, "api").open(url + MEMBER_PATH, timeout=30)
+    with info.value as error:
+        assert error.code == 403
+        assert error.headers["X-Mashery-Error-Code"] == "ERR_403_NOT_AUTHORIZED"
+        assert json.load(error)["errorCode"] == "authorization-required"
 
 
 # -- curl ------------------------------------------------------------------------------
@@ -292,7 +261,7 @@ def test_flask_run_with_no_settings(tmp_path: Path) -> None:
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     with flask_run(tmp_path, env=child_env()) as server:
-        with session() as client:
+        with http_session() as client:
             ok = client.get(server.url + MEMBER_PATH, auth=(DEMO_KEY, DEMO_SECRET))
             missing = client.get(server.url + MEMBER_PATH)
             wrong = client.get(server.url + MEMBER_PATH, auth=(DEMO_KEY, "wrong"))

@@ -11,7 +11,7 @@ from flask import Flask
 from flask_basic_gate import BasicGate
 from flask_basic_gate.kdf import KdfBudget
 
-from .conftest import AppFactory, provision
+from .support.apps import AppFactory, QueryCounter, provision
 
 
 def get(app: Flask, headers: Any, address: str = "192.0.2.1", path: str = "/thing") -> Any:
@@ -242,7 +242,6 @@ def test_kdf_budget_charges_only_secrets_that_did_not_match(
 def test_a_spent_budget_answers_a_kdf_key_without_reading_the_store(
     app_factory: AppFactory, auth: Any
 ) -> None:
-    from .conftest import QueryCounter
 
     app = app_factory({"BASIC_GATE_FAILURE_LIMIT": "off"})
     provision(app)

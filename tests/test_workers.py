@@ -4,7 +4,7 @@ Every worker must hear a change made with the CLI in another process: a
 key disabled, or a secret rotated without grace, is refused by each worker
 within :data:`~flask_basic_gate.revocation.TRUST_WINDOW` of the command's
 end, also when Redis has stopped under the running server. Responses carry
-the answering worker's PID (``tests/workerapp.py``).
+the answering worker's PID (``tests/support/workerapp.py``).
 """
 
 from __future__ import annotations
@@ -20,29 +20,29 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
-import requests
 from flask import Flask
 
 from example_app import create_app, db
 from flask_basic_gate import BasicGate
 from flask_basic_gate.revocation import TRUST_WINDOW
 
-from .conftest import FAST_KDF, backend_url
-from .serverutil import RedisServer, ServerProcess, child_env, gunicorn_run
-from .workerapp import WORKER_PATH
+from .support import ROOT
+from .support.apps import FAST_KDF, dispose
+from .support.backends import backend_url
+from .support.example import MEMBER_PATH
+from .support.servers import RedisServer, ServerProcess, child_env, gunicorn_run, http_session
+from .support.workerapp import WORKER_PATH
 
 pytestmark = pytest.mark.server
 
-ROOT = Path(__file__).resolve().parents[1]
 WORKERS = 4
-MEMBER_PATH = "/api/v2/members/M0001"
 #: Longest a test waits to have heard every worker.
 DEADLINE = 20.0
 
 
 @dataclass
 class Deployment:
-    """gunicorn serving ``tests.workerapp`` on one database and one Redis."""
+    """gunicorn serving ``tests.support.workerapp`` on one database and one Redis."""
 
     server: ServerProcess
     env: dict[str, str]
@@ -67,17 +67,11 @@ class Deployment:
         return done.stdout
 
 
-def session() -> requests.Session:
-    client = requests.Session()
-    client.trust_env = False
-    return client
-
-
 def call(
     secret: Optional[str], deployment: Deployment, key: Optional[str] = None
 ) -> tuple[int, int, Any]:
     """One request on a new connection: (worker PID, status, JSON body)."""
-    with session() as client:
+    with http_session() as client:
         response = client.get(
             deployment.url + MEMBER_PATH, auth=(key or deployment.key, secret or ""), timeout=10
         )
@@ -101,7 +95,7 @@ def until_every_worker(
 
 
 def worker_state(deployment: Deployment) -> dict[str, Any]:
-    with session() as client:
+    with http_session() as client:
         state: dict[str, Any] = client.get(deployment.url + WORKER_PATH, timeout=10).json()
     return state
 
@@ -196,15 +190,14 @@ def deploy(
             store.create_package("members", quota=quota)
             new = store.create_key("members")
         with gunicorn_run(
-            "tests.workerapp:create_app()", ["--preload"], env, workers=WORKERS
+            "tests.support.workerapp:create_app()", ["--preload"], env, workers=WORKERS
         ) as server:
             yield Deployment(server, env, new.key, new.secret)
     finally:
         BasicGate.state(app).revocation.close()
         with app.app_context():
             db.drop_all()
-            for engine in db.engines.values():
-                engine.dispose()
+        dispose(app)
 
 
 @pytest.fixture

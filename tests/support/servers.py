@@ -1,7 +1,9 @@
-"""Run an app as a real HTTP server on 127.0.0.1, in a thread or a process."""
+"""Run an app as a real HTTP server on 127.0.0.1, in a thread or a process,
+and a Redis server of a test's own."""
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import re
@@ -17,7 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
+import requests
 from werkzeug.serving import make_server
+
+from . import ROOT
 
 #: How long a server process may take to start listening.
 START_TIMEOUT = 60.0
@@ -44,6 +49,13 @@ def serve_in_thread(app: Any) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def http_session() -> requests.Session:
+    """A requests session that ignores proxy settings of the environment."""
+    client = requests.Session()
+    client.trust_env = False
+    return client
 
 
 class ServerProcess:
@@ -184,16 +196,15 @@ def flask_run(
         server.stop()
 
 
-def _no_control_socket() -> list[str]:
+@functools.cache
+def _no_control_socket() -> tuple[str, ...]:
     # gunicorn 24 and later open a control socket in the working folder;
-    # older ones (Python 3.9 gets 23) do not know the option.
+    # older ones (Python 3.9 gets 23) do not know the option. Asked on the
+    # first start, so importing this module does not need gunicorn.
     from gunicorn.config import KNOWN_SETTINGS
 
     known = any(setting.name == "control_socket_disable" for setting in KNOWN_SETTINGS)
-    return ["--no-control-socket"] if known else []
-
-
-_NO_CONTROL_SOCKET = _no_control_socket()
+    return ("--no-control-socket",) if known else ()
 
 
 @contextmanager
@@ -217,14 +228,14 @@ def gunicorn_run(
             "gunicorn",
             "--bind",
             "127.0.0.1:0",
-            *_NO_CONTROL_SOCKET,
+            *_no_control_socket(),
             "--graceful-timeout",
             "5",
             *more,
             *args,
             app,
         ],
-        Path(__file__).resolve().parents[1],
+        ROOT,
         env,
     )
     server = ServerProcess(process, _GUNICORN_LISTENING)

@@ -13,7 +13,7 @@ from flask import Flask
 from flask_basic_gate import BasicGate
 from flask_basic_gate.testing import basic_auth_header
 
-from .conftest import AppFactory, provision
+from .support.apps import AppFactory, provision
 
 CHALLENGE = 'Basic realm="api", charset="UTF-8"'
 NOT_AUTHORIZED = {

@@ -165,6 +165,9 @@ class GateError(HTTPException):
         self.key = key
         #: The key's package, when the key was found and its secret matched.
         self.package = package
+        #: Whether the key the request named exists in the store (set by the
+        #: policy; ``False`` when unknown or not looked up).
+        self.key_known = package is not None
 
     def body(self) -> str:
         """The JSON body, byte for byte the same for the same errorCode."""

@@ -37,10 +37,11 @@ from .kdf import KdfBudget
 from .models import get_models
 from .plans import PlanCounter
 from .policy import GatePolicy
-from .revocation import make_revocation
+from .revocation import RedisRevocation, make_revocation
 from .routing import EXEMPT, MARK, Requirement, Routes, packages_of
 from .state import EXTENSION_NAME, GateState, get_state
 from .store import KeyStore
+from .telemetry import Fanout, Telemetry
 from .throttle import FailureThrottle
 
 if TYPE_CHECKING:
@@ -131,6 +132,7 @@ class BasicGate:
         kdf_budget = KdfBudget(settings.kdf_budget) if settings.kdf_budget is not None else None
         plans = PlanCounter(counters, redis_url=settings.redis_url)
         revocation = make_revocation(settings, engine, cache, throttle)
+        telemetry = self._telemetry(app, settings)
         policy = self.policy_class(
             store,
             settings,
@@ -140,11 +142,16 @@ class BasicGate:
             plans=plans,
             revocation=revocation,
             known_good=KnownGood(),
+            telemetry=telemetry,
         )
         guard = Guard(app, policy, settings, self._routes)
         self._guards.append(guard)
 
         # -- the listeners, all wired here ----------------------------------
+        if throttle is not None:
+            throttle.telemetry = telemetry
+        if isinstance(revocation, RedisRevocation):
+            revocation.telemetry = telemetry
         store.on_change.append(cache.evict_key)
         store.on_change.append(policy.key_changed)
         store.on_change.append(revocation.key_changed)
@@ -152,12 +159,20 @@ class BasicGate:
             throttle.on_blocked.append(revocation.pair_blocked)
 
         app.extensions[EXTENSION_NAME] = GateState(
-            self, policy, store, cache, settings, revocation, guard
+            self, policy, store, cache, settings, revocation, guard, telemetry
         )
         app.before_request(guard.before_request())
         if settings.rate_limit_headers:
             app.after_request(guard.rate_limit_headers())
         app.cli.add_command(basic_gate_cli)
+
+    @staticmethod
+    def _telemetry(app: Flask, settings: cfg.Settings) -> Telemetry:
+        """The listeners the settings turn on, as one :class:`Telemetry`."""
+        listeners: list[Telemetry] = []
+        if len(listeners) == 1:
+            return listeners[0]
+        return Fanout(listeners) if listeners else Telemetry()
 
     # -- per-app state -------------------------------------------------------
 

@@ -58,6 +58,7 @@ class Guard:
     def __init__(self, app: Flask, policy: GatePolicy, settings: Settings, routes: Routes) -> None:
         self.app = app
         self.policy = policy
+        self.telemetry = policy.telemetry
         self.settings = settings
         self.routes = routes
         #: Each route's requirement per method, as resolved; cleared when a
@@ -118,7 +119,9 @@ class Guard:
                 requirement, environ.get("HTTP_AUTHORIZATION"), req.remote_addr
             )
         except GateError as error:
+            self.telemetry.decided(None, error)
             return self._refused(req, error)
+        self.telemetry.decided(decision, None)
         environ[ENVIRON_KEY] = decision
         if decision is None:
             return None

@@ -62,6 +62,7 @@ from .records import ACTIVE, KeyRecord, is_live, key_state
 from .revocation import TRUST_WINDOW, Revocation
 from .routing import Requirement
 from .store import MAX_KEY_LENGTH, KeyLookup, KeyStore
+from .telemetry import Telemetry
 from .throttle import FailureThrottle
 
 __all__ = ["Decision", "GatePolicy", "Verification"]
@@ -129,6 +130,7 @@ class GatePolicy:
     :param revocation: tells whether cached successes may be trusted.
     :param known_good: credentials verified before, so a KDF runs once per
         credential and stored secret, not once per cache lifetime.
+    :param telemetry: hears what the policy does (metrics, usage).
 
     .. versionadded:: 0.1
     """
@@ -144,6 +146,7 @@ class GatePolicy:
         plans: PlanCounter,
         revocation: Revocation,
         known_good: KnownGood,
+        telemetry: Telemetry,
     ) -> None:
         self.store = store
         self.reader: KeyLookup = store.reader
@@ -161,6 +164,8 @@ class GatePolicy:
         self.revocation = revocation
         #: Credentials that matched a stored KDF hash before.
         self.known_good = known_good
+        #: Hears what the policy does.
+        self.telemetry = telemetry
         self._ttl = settings.cache_ttl
         # Keys whose live secrets all need a KDF, as last read.
         self._kdf_keys: BoundedMap[str, bool] = BoundedMap(MAX_KDF_KEYS)
@@ -195,6 +200,7 @@ class GatePolicy:
                 # Changes made elsewhere may not have reached this process.
                 self.revocation.untrusted(now)
             hit = self.cache.lookup(key, secret, now)
+            self.telemetry.cache(hit is not None)
             if hit is not None:
                 return self.admit(requirement, hit, now)
         wait = self.throttled(client, key, now, shared=True)  # 2, the shared counters
@@ -204,10 +210,13 @@ class GatePolicy:
         record, found = self.lookup(client, key, secret, now)  # 4
         if found.budget_wait is not None:
             # Nothing was verified, so nothing counts against the pair.
-            raise self.failure(TOO_MANY_FAILURES, key, retry_after=found.budget_wait)
+            self.telemetry.kdf_refused()
+            raise self._known(
+                self.failure(TOO_MANY_FAILURES, key, retry_after=found.budget_wait), record
+            )
         if record is None or found.expires is None:
             self._failed(client, key, now)
-            raise self.failure(INVALID_CREDENTIALS, key)
+            raise self._known(self.failure(INVALID_CREDENTIALS, key), record)
         if not self.is_active(record, now):  # 5
             raise self.failure(KEY_INACTIVE, key, record.package)
         identity = KeyIdentity(
@@ -279,10 +288,13 @@ class GatePolicy:
             wait = budget.wait(client)
             if wait is not None and not self.known_good.was_good(key, secret):
                 return None, Verification(None, wait)
+        started = time.perf_counter()
         try:
             record = self.reader.lookup(key)
         except StoreUnavailable as exc:
+            self.telemetry.lookup(time.perf_counter() - started, True)
             raise self.failure(GATE_UNAVAILABLE, key, retry_after=exc.retry_after) from None
+        self.telemetry.lookup(time.perf_counter() - started, False)
         if budget is not None:
             self._remember_kdf_key(key, record, now)
         if record is None:
@@ -313,10 +325,12 @@ class GatePolicy:
                         return Verification(None, wait)
                 started = time.thread_time()
                 matched = verify_secret(stored.method, stored.value, secret)
+                spent = time.thread_time() - started
+                self.telemetry.kdf(spent, matched)
                 if matched:
                     known.remember(record.key, stored.value, secret)
                 elif budget is not None:
-                    budget.spend(time.thread_time() - started)
+                    budget.spend(spent)
             if matched:
                 return Verification(float("inf") if stored.expires is None else stored.expires)
         return _NO_MATCH
@@ -366,6 +380,7 @@ class GatePolicy:
         except StoreUnavailable as exc:
             # Fail closed, like the key store: an uncounted call could pass
             # any limit.
+            self.telemetry.redis_error("counters")
             raise self.failure(
                 GATE_UNAVAILABLE, key, identity.package, retry_after=exc.retry_after
             ) from None
@@ -415,6 +430,7 @@ class GatePolicy:
         self._kdf_keys.pop(key)
 
     def _over(self, identity: KeyIdentity, usage: Usage, now: float) -> GateError:
+        self.telemetry.plan_refused(usage.over or OVER_QPS)
         error = self.failure(
             RATE_LIMIT_EXCEEDED if usage.over == OVER_QPS else QUOTA_EXCEEDED,
             identity.key,
@@ -424,6 +440,11 @@ class GatePolicy:
         if self.settings.rate_limit_headers:
             # The gateway sends its rate-limit fields on throttled 403s too.
             error.extra_headers += usage.headers(now, mashery=self.settings.mashery_mode)
+        return error
+
+    @staticmethod
+    def _known(error: GateError, record: Optional[KeyRecord]) -> GateError:
+        error.key_known = record is not None
         return error
 
     def _failed(self, client: str, key: str, now: float) -> None:

@@ -37,6 +37,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Optional
 
 from .backends import redis_client
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -139,6 +140,8 @@ class RedisRevocation(Revocation):
         self._dropped_for: Optional[float] = None
         # Whether the loss of Redis has been logged (once per outage).
         self._lost_logged = False
+        #: Hears each Redis failure (set by ``init_app``).
+        self.telemetry: Telemetry = Telemetry()
         self._publish_failed_logged = False
         _watch_forks(self)
 
@@ -174,6 +177,7 @@ class RedisRevocation(Revocation):
         try:
             self._publisher.publish(self.channel, json.dumps(message, separators=(",", ":")))
         except redis.RedisError as exc:
+            self.telemetry.redis_error("revocation")
             # The change is committed; processes that cannot hear Redis
             # either stop trusting their caches within TRUST_WINDOW seconds.
             # Only one cut off from Redis while still hearing its heartbeat
@@ -280,6 +284,7 @@ class RedisRevocation(Revocation):
         self.trusted_until = min(self.trusted_until, time.time())
 
     def _lost(self, why: str) -> None:
+        self.telemetry.redis_error("revocation")
         self._distrust()
         if not self._lost_logged:
             self._lost_logged = True

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .policy import GatePolicy
     from .revocation import Revocation
     from .store import KeyStore
+    from .telemetry import Telemetry
 
 __all__ = ["EXTENSION_NAME", "GateState", "get_state"]
 
@@ -53,6 +54,8 @@ class GateState:
     revocation: Revocation
     #: Asks the policy about the app's requests.
     guard: Guard
+    #: Hears what the gate does (metrics, usage); a no-op by default.
+    telemetry: Telemetry
     #: More components, by name, for extensions of the gate.
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 

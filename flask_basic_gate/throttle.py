@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .backends import local_counters
 from .bounded import BoundedMap
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
@@ -86,6 +87,8 @@ class FailureThrottle:
         #: Called with (client, key, until) when a pair goes over the limit
         #: here (the revocation channel tells other processes).
         self.on_blocked: list[Callable[[str, str, float], object]] = []
+        #: Hears each failure of the shared counters (set by ``init_app``).
+        self.telemetry: Telemetry = Telemetry()
 
     def retry_after(self, client: str, key: str, now: float) -> Optional[int]:
         """Whole seconds (at least 1) until the pair may try again, or
@@ -151,6 +154,7 @@ class FailureThrottle:
         except self._storage_error as exc:
             if limiter is not shared:
                 raise
+            self.telemetry.redis_error("counters")
             return getattr(self._fall_back(exc), method)(item, _NAMESPACE, pair)
         if limiter is not self.limiter:
             self.limiter = limiter

@@ -124,9 +124,16 @@ class FakeClock:
         return self.now
 
 
+def spend_all(budget: KdfBudget) -> None:
+    """Put both of the budget's buckets in debt, as a flood of wrong guesses would."""
+    budget.spend(budget.burst * 2)
+    budget.spend(budget.burst * 2)
+    assert budget.wait("") is not None
+
+
 def test_kdf_budget_bucket() -> None:
     clock = FakeClock()
-    budget = KdfBudget(0.1, burst=0.5, clock=clock)
+    budget = KdfBudget(0.1, burst=0.5, reserve=0.0, clock=clock)
     assert budget.available()
     budget.spend(0.3)
     assert budget.available()
@@ -137,7 +144,7 @@ def test_kdf_budget_bucket() -> None:
     assert budget.available()
     clock.now += 1000
     budget.spend(0.0)
-    assert budget._tokens == pytest.approx(0.5)  # never more than the burst
+    assert budget.tokens == pytest.approx(0.5)  # never more than the burst
 
 
 def test_kdf_budget_holds_under_wrong_secrets_from_many_addresses(
@@ -157,10 +164,8 @@ def test_kdf_budget_holds_under_wrong_secrets_from_many_addresses(
     with app.app_context():
         generated = BasicGate.state().store.create_key("members")
     policy = BasicGate.state(app).policy
-    assert policy.kdf_budget is not None
     clock = FakeClock()
-    policy.kdf_budget.clock = clock
-    policy.kdf_budget._stamp = clock.now
+    policy.kdf_budget = KdfBudget(0.05, clock=clock)
     cached = auth("criticalmix", "topsecret")
     assert get(app, cached, address="198.51.100.1").status_code == 200
 
@@ -172,7 +177,7 @@ def test_kdf_budget_holds_under_wrong_secrets_from_many_addresses(
             body = json.loads(response.get_data())
             assert body["errorCode"] == "too-many-failures"
             assert int(response.headers["Retry-After"]) >= 1
-    spent = policy.kdf_budget.burst - policy.kdf_budget._tokens
+    spent = policy.kdf_budget.burst - policy.kdf_budget.tokens
     # The clock did not move: at most the burst (a quarter second of work) plus the
     # one verification that went into debt was spent.
     assert statuses.get(429, 0) > 0
@@ -227,15 +232,19 @@ def test_kdf_budget_charges_only_secrets_that_did_not_match(
 ) -> None:
     app = app_factory({"BASIC_GATE_CACHE_TTL": 0, "BASIC_GATE_FAILURE_LIMIT": "off"})
     provision(app)  # a person-chosen secret: a KDF on every request, the cache off
-    budget = BasicGate.state(app).policy.kdf_budget
-    assert budget is not None
+    policy = BasicGate.state(app).policy
     clock = FakeClock()
-    budget.clock, budget._stamp, budget._tokens = clock, clock.now, budget.burst
+    budget = policy.kdf_budget = KdfBudget(0.08, clock=clock)
     for _ in range(20):
         assert get(app, auth("criticalmix", "topsecret")).status_code == 200
-    assert budget._tokens == budget.burst  # the matches cost the budget nothing
-    budget._tokens = -1.0  # spent by wrong guesses
-    refused = get(app, auth("criticalmix", "topsecret"))
+    assert budget.tokens == budget.burst  # the matches cost the budget nothing
+    spend_all(budget)  # spent by wrong guesses
+    # The secret that matched is known good: one digest, no KDF, no wait.
+    assert get(app, auth("criticalmix", "topsecret")).status_code == 200
+    # A right secret never verified here needs the KDF, and waits for it.
+    with app.app_context():
+        BasicGate.state().store.add_secret("criticalmix", "second secret")
+    refused = get(app, auth("criticalmix", "second secret"))
     assert refused.get_json()["errorCode"] == "too-many-failures"
 
 
@@ -247,12 +256,11 @@ def test_a_spent_budget_answers_a_kdf_key_without_reading_the_store(
     provision(app)
     with app.app_context():
         generated = BasicGate.state().store.create_key("members")
-    budget = BasicGate.state(app).policy.kdf_budget
-    assert budget is not None
+    policy = BasicGate.state(app).policy
     clock = FakeClock()
-    budget.clock, budget._stamp = clock, clock.now
+    budget = policy.kdf_budget = KdfBudget(0.08, clock=clock)
     assert get(app, auth("criticalmix", "wrong")).status_code == 403  # read once
-    budget._tokens = -1.0
+    spend_all(budget)
     queries = QueryCounter(app)
     try:
         for n in range(5):

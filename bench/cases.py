@@ -18,7 +18,7 @@ from bench import keydb, peers
 from bench.gateapps import add_key, gate_app, provision
 from bench.report import Bound, Target
 from bench.timing import Case, Environ, check, make_environ
-from flask_basic_gate import BasicGate
+from flask_basic_gate import BasicGate, GateError
 from flask_basic_gate.testing import basic_auth_header
 
 BARE = "bare"
@@ -31,6 +31,10 @@ WARM = "gate warm (cache hit)"
 WARM_REDIS = "gate warm, Redis revocation on"
 #: Where the Redis case's Redis is (the test suite's, when this is unset).
 REDIS_ENV = ("BENCH_REDIS_URL", "BASIC_GATE_TEST_REDIS_URL")
+#: A request without credentials: the guard answers the refusal itself, or,
+#: when the app has a handler for GateError, raises it to Flask.
+REFUSED = "gate refusal (401), answered by the guard"
+REFUSED_RAISED = "gate refusal (401), raised to the app's handler"
 KDF_FIRST = "gate scrypt, first request"
 KDF_AFTER = "gate scrypt, after first"
 MIXED = "gate mixed, 10k keys zipf"
@@ -151,6 +155,18 @@ def warm_case(workdir: Path) -> Case:
     app, _ = gate_app(workdir / "warm.sqlite", "bench_gate_warm")
     new = provision(app)
     return Case(WARM, app, [make_environ(basic_auth_header(new.key, new.secret))])
+
+
+def refusal_cases(workdir: Path) -> list[Case]:
+    """The same refusal, rendered by the guard and raised to an app handler
+    that returns the error as Flask renders any HTTP exception."""
+    answered, _ = gate_app(workdir / "refused.sqlite", "bench_gate_refused")
+    raised, _ = gate_app(workdir / "refused-raised.sqlite", "bench_gate_refused_raised")
+    raised.register_error_handler(GateError, lambda error: error)
+    return [
+        Case(REFUSED, answered, [make_environ()], expect="401"),
+        Case(REFUSED_RAISED, raised, [make_environ()], expect="401"),
+    ]
 
 
 def warm_redis_case(workdir: Path, notes: list[str]) -> Optional[Case]:

@@ -6,9 +6,18 @@ valid client (``-c2``, a key with a generated secret, so its verification is
 cached) and four attacker connections whose Lua script builds each request.
 The attackers ask for the exempt route (the yardstick), send random unknown
 keys, random wrong secrets for a key whose secret is hashed with scrypt, and
-the same with a new ``X-Forwarded-For`` address on every request. The table
-gives the client's requests per second as a ratio to the yardstick's, and the
-attackers' answers by status.
+the same with a new ``X-Forwarded-For`` address on every request.
+
+A second group serves the gate with a one-second decision cache to a valid
+client whose secret a person chose (scrypt): its key is read again every
+second and its secret verified as known good. Its attackers cycle wrong
+secrets through 40 scrypt keys, from one address (so no pair reaches the
+failure limit quickly) and from many. Meanwhile first-time logins with right
+scrypt secrets arrive from new addresses; the table prints the share of them
+accepted.
+
+The table gives the client's requests per second as a ratio to its group's
+yardstick, and the attackers' answers by status.
 
 Also runs alone: ``python -m bench.flood [--quick]``.
 """
@@ -19,7 +28,10 @@ import argparse
 import random
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +53,11 @@ CLIENT_CONNECTIONS = 2
 #: The attackers' connections: two per worker, so no worker waits for them.
 ATTACKER_CONNECTIONS = 4
 #: Lowest ratio of the client's rate to the yardstick's that meets the target.
-TARGET = 0.80
+TARGET = 0.90
+#: The scrypt keys the second group's attackers cycle through.
+CYCLED_KEYS = 40
+#: First-time logins sent during each of the second group's attacks.
+FIRST_TIMERS = {True: 8, False: 20}  # by quick
 #: Seconds per scenario in a full and in a quick run (wrk takes whole seconds).
 FULL_SECONDS = 5
 QUICK_SECONDS = 2
@@ -104,6 +120,10 @@ end
 function init(args)
   math.randomseed(tonumber(args[1]))
   key, address = args[2], args[3]
+  keys = {}
+  for name in string.gmatch(key, "[^,]+") do
+    keys[#keys + 1] = name
+  end
   statuses = {}
 end
 
@@ -130,6 +150,9 @@ class Scenario:
     request: str = ""
     #: The attackers ask for the exempt route instead of the member route.
     exempt: bool = False
+    #: The valid client's secret was chosen by a person (scrypt) and the
+    #: decision cache lasts one second; first-time logins are sent too.
+    person: bool = False
 
 
 # Key and secret of the shape the gate generates (24 and 43 characters).
@@ -171,6 +194,31 @@ end
 """,
     ),
 )
+_CYCLED = """
+function request()
+  return wrk.format(nil, nil, {
+    ["Authorization"] = basic(keys[math.random(#keys)], random_text(43)),
+    ["X-Forwarded-For"] = %s,
+  })
+end
+"""
+#: The second group: a person-chosen client secret and a one-second cache.
+PERSON_YARDSTICK = Scenario(
+    "scrypt client, 1 s cache; yardstick: exempt route", _UNKNOWN_KEYS, exempt=True, person=True
+)
+PERSON_SCENARIOS = (
+    PERSON_YARDSTICK,
+    Scenario(
+        f"scrypt client, 1 s cache; {CYCLED_KEYS} scrypt keys, wrong secrets, one address",
+        _CYCLED % "address",
+        person=True,
+    ),
+    Scenario(
+        f"scrypt client, 1 s cache; {CYCLED_KEYS} scrypt keys, wrong secrets, many addresses",
+        _CYCLED % "random_address()",
+        person=True,
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -182,6 +230,8 @@ class Outcome:
     attackers: httpmode.WrkResult
     #: The attackers' answers: how many of each status.
     statuses: dict[int, int]
+    #: First-time logins sent during the attack, and how many were accepted.
+    first_time: tuple[int, int] = (0, 0)
 
 
 @contextmanager
@@ -217,6 +267,30 @@ def _statuses(output: str) -> dict[int, int]:
     return counts
 
 
+def _first_logins(
+    member_url: str, logins: Sequence[tuple[str, str]], seconds: int, accepted: list[int]
+) -> None:
+    """Send each (key, secret) once, spread over ``seconds``, each from a new
+    address; count the 200s in ``accepted``."""
+    gap = seconds / max(1, len(logins))
+    for n, (key, secret) in enumerate(logins):
+        request = urllib.request.Request(
+            member_url,
+            headers={
+                "Authorization": basic_auth_header(key, secret),
+                "X-Forwarded-For": f"198.19.255.{n + 1}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=seconds + 10) as answer:
+                accepted.append(answer.status)
+        except urllib.error.HTTPError as error:
+            accepted.append(error.code)
+        except OSError:
+            accepted.append(0)
+        time.sleep(gap)
+
+
 def _attack(
     scenario: Scenario,
     member_url: str,
@@ -224,9 +298,11 @@ def _attack(
     target_key: str,
     seconds: int,
     scripts: Path,
+    logins: Sequence[tuple[str, str]] = (),
 ) -> Outcome:
-    """Run the valid client and the attackers of ``scenario`` side by side."""
-    script = scripts / f"attack-{SCENARIOS.index(scenario)}.lua"
+    """Run the valid client and the attackers of ``scenario`` side by side
+    (and the first-time ``logins``, when given)."""
+    script = scripts / f"attack-{abs(hash(scenario.name))}.lua"
     script.write_text(_LUA_PRELUDE + scenario.request)
     url = urljoin(member_url, EXEMPT_PATH) if scenario.exempt else member_url
     seed = str(random.randrange(1, 2**31))
@@ -241,13 +317,27 @@ def _attack(
         member_url, seconds, connections=CLIENT_CONNECTIONS, authorization=client_authorization
     )
     deadline = time.monotonic() + seconds + _WRK_GRACE
+    answers: list[int] = []
+    firsts = threading.Thread(
+        target=_first_logins, args=(member_url, logins, seconds, answers), daemon=True
+    )
     with _started(attack) as attackers, _started(client) as valid:
+        if logins:
+            firsts.start()
         client_result = _finish(valid, deadline)
         attack_result = _finish(attackers, deadline)
-    return Outcome(scenario, client_result, attack_result, _statuses(attack_result.output))
+    if logins:
+        firsts.join(timeout=_WRK_GRACE)
+    return Outcome(
+        scenario,
+        client_result,
+        attack_result,
+        _statuses(attack_result.output),
+        (len(answers), answers.count(200)),
+    )
 
 
-def run(workdir: Path, seconds: int) -> list[Outcome]:
+def run(workdir: Path, seconds: int, *, quick: bool = False) -> list[Outcome]:
     """Provision a store, serve it with gunicorn and run every scenario for ``seconds``."""
     store = workdir / "flood.sqlite"
     app, _ = gate_app(store, "bench_flood_setup")
@@ -265,6 +355,25 @@ def run(workdir: Path, seconds: int) -> list[Outcome]:
             outcomes.append(
                 _attack(scenario, member_url, authorization, target.key, seconds, workdir)
             )
+    # The second group: scrypt everywhere, keys made before the server starts.
+    client = add_key(app, secret=PERSON_SECRET)
+    cycled = ",".join(add_key(app, secret=f"{PERSON_SECRET} {n}").key for n in range(CYCLED_KEYS))
+    count = FIRST_TIMERS[quick]
+    firsts = [
+        [(add_key(app, secret=f"first {n}").key, f"first {n}") for n in range(count)]
+        for _ in PERSON_SCENARIOS[1:]
+    ]
+    authorization = basic_auth_header(client.key, PERSON_SECRET)
+    with httpmode.serving(
+        "flood_short_cache", authorization, store=store, workers=WORKERS
+    ) as member_url:
+        httpmode.wrk(member_url, authorization, 1)
+        for n, scenario in enumerate(PERSON_SCENARIOS):
+            time.sleep(_SETTLE_SECONDS)
+            logins = firsts[n - 1] if n else ()
+            outcomes.append(
+                _attack(scenario, member_url, authorization, cycled, seconds, workdir, logins)
+            )
     return outcomes
 
 
@@ -278,12 +387,18 @@ def _answers(outcome: Outcome) -> str:
 
 def flood_table(outcomes: Sequence[Outcome]) -> list[str]:
     """The client's rate and ratio to the yardstick, and the attackers' rate and answers."""
-    yardstick = next(o for o in outcomes if o.scenario is YARDSTICK).client.requests_per_second
+    yardsticks = {
+        o.scenario.person: o.client.requests_per_second
+        for o in outcomes
+        if o.scenario in (YARDSTICK, PERSON_YARDSTICK)
+    }
     body = []
     for outcome in outcomes:
         rate = outcome.client.requests_per_second
+        yardstick = yardsticks.get(outcome.scenario.person, 0.0)
         ratio = rate / yardstick if yardstick else 0.0
-        measured = outcome.scenario is not YARDSTICK
+        measured = outcome.scenario not in (YARDSTICK, PERSON_YARDSTICK)
+        sent, accepted = outcome.first_time
         body.append(
             [
                 outcome.scenario.name,
@@ -294,6 +409,7 @@ def flood_table(outcomes: Sequence[Outcome]) -> list[str]:
                 f"{outcome.client.errors + outcome.client.socket_errors:,}",
                 f"{outcome.attackers.requests_per_second:,.0f}",
                 _answers(outcome),
+                f"{accepted}/{sent} ({accepted / sent:.0%})" if sent else "",
             ]
         )
     header = [
@@ -305,16 +421,17 @@ def flood_table(outcomes: Sequence[Outcome]) -> list[str]:
         "client errors",
         "attackers req/s",
         "attackers' answers",
+        "first-time logins accepted",
     ]
-    return table(header, body, [False, True, True, False, False, True, True, False])
+    return table(header, body, [False, True, True, False, False, True, True, False, True])
 
 
 def title(seconds: int) -> str:
     """The table's title: what ran, and for how long."""
     return (
         f"flood (127.0.0.1, gunicorn {WORKERS} sync workers, default settings): valid client"
-        f" wrk -c{CLIENT_CONNECTIONS} on a generated key, attackers wrk -c{ATTACKER_CONNECTIONS},"
-        f" {seconds} s per scenario"
+        f" wrk -c{CLIENT_CONNECTIONS} on a generated key (or, where named, a scrypt key with a"
+        f" 1 s cache), attackers wrk -c{ATTACKER_CONNECTIONS}, {seconds} s per scenario"
     )
 
 
@@ -334,7 +451,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     seconds = QUICK_SECONDS if args.quick else FULL_SECONDS
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
-        outcomes = run(Path(tmp), seconds)
+        outcomes = run(Path(tmp), seconds, quick=args.quick)
     print(title(seconds))
     for line in flood_table(outcomes):
         print(f"  {line}")

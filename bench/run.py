@@ -147,6 +147,7 @@ def time_cases(settings: Settings, workdir: Path, notes: list[str]) -> tuple[lis
     timed: list[Case] = [
         *cases.peer_cases(workdir, notes),
         cases.warm_case(workdir),
+        *cases.refusal_cases(workdir),
         cases.cold_case(cases.COLD_1K, cases.SMALL_KEYS),
         cases.cold_case(big, settings.big_keys),
         cases.cold_case(cases.mmap_name(settings.big_keys), settings.big_keys, mmap=True),
@@ -389,7 +390,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"\nflood: skipped, {missing}")
             else:
                 _say(f"flooding gunicorn, {settings.flood_seconds} s per scenario")
-                outcomes = flood.run(workdir, settings.flood_seconds)
+                outcomes = flood.run(
+                    workdir,
+                    settings.flood_seconds,
+                    quick=settings.flood_seconds == flood.QUICK_SECONDS,
+                )
                 _print_table(flood.title(settings.flood_seconds), flood.flood_table(outcomes))
     return 0
 

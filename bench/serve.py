@@ -6,7 +6,8 @@ named by the ``BENCH_GATE_STORE`` environment variable (cache on, defaults);
 ``gunicorn "bench.serve:gate_redis()"`` the same with its revocation and
 plan counters on the Redis named by ``BENCH_GATE_REDIS``;
 ``gunicorn "bench.serve:flood()"`` adds an exempt route and trusts
-``X-Forwarded-For``, for :mod:`bench.flood`.
+``X-Forwarded-For``, for :mod:`bench.flood`; ``flood_short_cache()`` is the
+same with a one-second decision cache.
 """
 
 from __future__ import annotations
@@ -50,7 +51,14 @@ def gate_redis() -> Flask:
     return app
 
 
-def flood() -> Flask:
+def flood_short_cache() -> Flask:
+    """:func:`flood` with ``BASIC_GATE_CACHE_TTL = 1``: a valid client's
+    key is read again every second (and its secret, if person-chosen, is
+    then verified as known good)."""
+    return flood(BASIC_GATE_CACHE_TTL=1)
+
+
+def flood(**config: object) -> Flask:
     """The gate app with an exempt :data:`EXEMPT_PATH`, behind ``ProxyFix(x_for=1)``.
 
     Every ``BASIC_GATE_*`` setting keeps its default, so a flood measures
@@ -58,7 +66,7 @@ def flood() -> Flask:
     the request's ``remote_addr``: the attackers of :mod:`bench.flood` come
     from many addresses while their traffic stays on 127.0.0.1.
     """
-    app, gate = gate_app(Path(os.environ[STORE_ENV]), "bench_serve_flood")
+    app, gate = gate_app(Path(os.environ[STORE_ENV]), "bench_serve_flood", **config)
 
     @app.get(EXEMPT_PATH)
     @gate.exempt

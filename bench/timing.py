@@ -59,10 +59,11 @@ def serve(app: WSGIApp, environ: Environ) -> tuple[str, bytes]:
     return status, payload
 
 
-def check(app: WSGIApp, environ: Environ, name: str) -> None:
-    """Call ``app`` once and raise unless it answers 200, so no case times an error page."""
+def check(app: WSGIApp, environ: Environ, name: str, expect: str = "200") -> None:
+    """Call ``app`` once and raise unless it answers ``expect``, so no case
+    times an answer it did not mean to."""
     status, payload = serve(app, environ)
-    if not status.startswith("200"):
+    if not status.startswith(expect):
         raise RuntimeError(f"case {name!r} answered {status}: {payload[:200]!r}")
 
 
@@ -141,6 +142,8 @@ class Case:
     #: How a batch is timed: :func:`run_calls` serves WSGI requests,
     #: :func:`run_each` calls a function.
     runner: Runner = run_calls
+    #: The status every request of the case gets (a refusal case expects one).
+    expect: str = "200"
 
     def batch(self, calls: int) -> list[Environ]:
         """Return the next ``calls`` requests of the sequence, so no round replays another."""
@@ -150,9 +153,9 @@ class Case:
 
 
 def calibrate(case: Case, round_seconds: float, min_calls: int) -> None:
-    """Check a WSGI case answers 200, warm the case up and size its rounds to ``round_seconds``."""
+    """Check a WSGI case answers as expected, warm it up, size its rounds to ``round_seconds``."""
     if case.runner is run_calls:
-        check(case.app, case.environs[0], case.name)
+        check(case.app, case.environs[0], case.name, case.expect)
     case.runner(case.app, case.batch(max(0, case.warmup - min_calls)))
     elapsed = case.runner(case.app, case.batch(min_calls))
     per_call = elapsed / min_calls / 1e9

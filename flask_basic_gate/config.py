@@ -39,6 +39,7 @@ __all__ = [
     "RATE_LIMIT_HEADERS",
     "REALM",
     "REDIS_URL",
+    "REPORT_ONLY",
     "STORE_PLAINTEXT_SECRETS",
     "STORE_TIMEOUT",
     "Settings",
@@ -86,6 +87,10 @@ KDF_BUDGET = "BASIC_GATE_KDF_BUDGET"
 #: Seconds a key lookup may take before it is abandoned and the request
 #: answered 503 ``gate-unavailable``.
 STORE_TIMEOUT = "BASIC_GATE_STORE_TIMEOUT"
+#: Run every decision but let every request through, logging, signalling and
+#: counting what would have been refused: to run beside the gateway until
+#: the two agree. Never leave it on.
+REPORT_ONLY = "BASIC_GATE_REPORT_ONLY"
 #: A Redis URL: revocation reaches every process at once and counters are
 #: shared (``None``: each process on its own).
 REDIS_URL = "BASIC_GATE_REDIS_URL"
@@ -121,6 +126,7 @@ DEFAULTS: dict[str, Any] = {
     STORE_TIMEOUT: 3,
     REDIS_URL: None,
     RATE_LIMIT_HEADERS: False,
+    REPORT_ONLY: False,
 }
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -160,6 +166,8 @@ class Settings:
     store_timeout: float
     redis_url: Optional[str]
     rate_limit_headers: bool
+    #: Decide but never refuse (``BASIC_GATE_REPORT_ONLY``).
+    report_only: bool = False
 
     #: The ``WWW-Authenticate`` challenge of a 401.
     @property
@@ -334,7 +342,13 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
     for name, default in DEFAULTS.items():
         config.setdefault(name, list(default) if isinstance(default, list) else default)
 
-    for name in (PROTECT_ALL, MASHERY_MODE, STORE_PLAINTEXT_SECRETS, RATE_LIMIT_HEADERS):
+    for name in (
+        PROTECT_ALL,
+        MASHERY_MODE,
+        STORE_PLAINTEXT_SECRETS,
+        RATE_LIMIT_HEADERS,
+        REPORT_ONLY,
+    ):
         config[name] = parse_bool(name, config[name])
     if MASHERY_ALIAS in config:
         parse_bool(MASHERY_ALIAS, config[MASHERY_ALIAS])
@@ -397,4 +411,5 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         store_timeout=config[STORE_TIMEOUT],
         redis_url=redis_url,
         rate_limit_headers=config[RATE_LIMIT_HEADERS],
+        report_only=config[REPORT_ONLY],
     )

@@ -11,9 +11,12 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from werkzeug.exceptions import HTTPException
+
+if TYPE_CHECKING:
+    from .identity import KeyIdentity
 
 __all__ = [
     "AUTHORIZATION_REQUIRED",
@@ -168,6 +171,9 @@ class GateError(HTTPException):
         #: Whether the key the request named exists in the store (set by the
         #: policy; ``False`` when unknown or not looked up).
         self.key_known = package is not None
+        #: The identity that authenticated, when the refusal came after it
+        #: (package or plan); set by the policy.
+        self.identity: Optional[KeyIdentity] = None
 
     def body(self) -> str:
         """The JSON body, byte for byte the same for the same errorCode."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Iterable
 from typing import (
     TYPE_CHECKING,
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 __all__ = ["BasicGate", "GateState", "current_key", "get_current_key"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+logger = logging.getLogger("flask_basic_gate")
 
 
 class BasicGate:
@@ -165,6 +168,12 @@ class BasicGate:
         if settings.rate_limit_headers:
             app.after_request(guard.rate_limit_headers())
         app.cli.add_command(basic_gate_cli)
+        if settings.report_only:
+            logger.warning(
+                "%s is on: the gate decides every request but refuses none (it logs"
+                " 'would-refuse' instead). Turn it off to enforce.",
+                cfg.REPORT_ONLY,
+            )
 
     @staticmethod
     def _telemetry(app: Flask, settings: cfg.Settings) -> Telemetry:

@@ -119,7 +119,7 @@ class Guard:
                 requirement, environ.get("HTTP_AUTHORIZATION"), req.remote_addr
             )
         except GateError as error:
-            self.telemetry.decided(None, error)
+            self.telemetry.decided(None, error, enforced=not self.settings.report_only)
             return self._refused(req, error)
         self.telemetry.decided(decision, None)
         environ[ENVIRON_KEY] = decision
@@ -145,6 +145,8 @@ class Guard:
                 status=error.code,
             )
         app = self.app
+        if self.settings.report_only:
+            return self._reported(req, error)
         if request_rejected.receivers:
             request_rejected.send(app, error_code=error.error_code, status=error.code)
         if app.trap_http_exception(error) or app._find_error_handler(error, req.blueprints):
@@ -154,6 +156,26 @@ class Guard:
         # exception as a WSGI app to turn it into a response
         # (``python -m bench`` measures both, "refused" and "refused, raised").
         return app.response_class(error.get_body(), error.code, error.get_headers())
+
+    def _reported(self, req: Any, error: GateError) -> None:
+        """``BASIC_GATE_REPORT_ONLY``: the refusal is logged, signalled and
+        counted, and the request goes on; :data:`current_key` is the key when
+        its credentials were good (a package or plan refusal), else anonymous."""
+        _log(
+            logging.WARNING,
+            "would-refuse",
+            error.key,
+            error.package,
+            req.remote_addr,
+            error_code=error.error_code,
+            status=error.code,
+        )
+        if request_rejected.receivers:
+            request_rejected.send(
+                self.app, error_code=error.error_code, status=error.code, enforced=False
+            )
+        req.environ[ENVIRON_KEY] = Decision(error.identity, None, self.policy.clock())
+        return None
 
     def rate_limit_headers(self) -> Callable[[Any], Any]:
         """The ``after_request`` hook of ``BASIC_GATE_RATE_LIMIT_HEADERS``:

@@ -348,7 +348,9 @@ class GatePolicy:
         """
         packages = requirement.packages
         if packages is not None and identity.package not in packages:
-            raise self.failure(PACKAGE_NOT_AUTHORIZED, identity.key, identity.package)
+            error = self.failure(PACKAGE_NOT_AUTHORIZED, identity.key, identity.package)
+            error.identity = identity
+            raise error
         if identity.plan is None:
             return Decision(identity, None, now)
         return Decision(identity, self.count(identity, now), now)
@@ -437,6 +439,7 @@ class GatePolicy:
             identity.package,
             retry_after=usage.retry_after(now),
         )
+        error.identity = identity
         if self.settings.rate_limit_headers:
             # The gateway sends its rate-limit fields on throttled 403s too.
             error.extra_headers += usage.headers(now, mashery=self.settings.mashery_mode)

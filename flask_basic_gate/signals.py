@@ -19,7 +19,9 @@ _signals = Namespace()
 request_authenticated = _signals.signal("basic-gate-request-authenticated")
 
 #: Sent when a request is rejected, with ``error_code`` (the gateway's
-#: errorCode) and ``status`` (the HTTP status sent).
+#: errorCode) and ``status`` (the HTTP status sent). Under
+#: ``BASIC_GATE_REPORT_ONLY`` it is sent for each request that would have
+#: been refused, with ``enforced=False`` too (receivers take ``**extra``).
 #:
 #: .. versionadded:: 0.1
 request_rejected = _signals.signal("basic-gate-request-rejected")

@@ -390,11 +390,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"\nflood: skipped, {missing}")
             else:
                 _say(f"flooding gunicorn, {settings.flood_seconds} s per scenario")
-                outcomes = flood.run(
-                    workdir,
-                    settings.flood_seconds,
-                    quick=settings.flood_seconds == flood.QUICK_SECONDS,
-                )
+                outcomes = flood.run(workdir, settings.flood_seconds)
                 _print_table(flood.title(settings.flood_seconds), flood.flood_table(outcomes))
     return 0
 

@@ -10,13 +10,16 @@ before never needs a KDF again (:class:`~flask_basic_gate.hashing.KnownGood`),
 so valid clients never wait on this bound.
 
 Admission (after the OWASP "device cookie" idea: lock out untrusted clients
-together, trusted ones one by one): a client address that has failed in the
-last :data:`FAILURE_MEMORY` seconds may only use the *shared* bucket; an
-address that has not may also use the *reserve*, a :data:`RESERVE` share of
-the budget that failing clients can never spend. So one stale client, or one
-address cycling through keys, cannot keep the first attempts of other
-clients from being verified. An attack from many fresh addresses does reach
-the reserve: each address's first attempt is a stranger's like any other.
+together, trusted ones one by one): an attempt whose client address, or
+whose key, has failed in the last :data:`FAILURE_MEMORY` seconds, or whose
+key had an attempt refused for the budget then, may only use the *shared*
+bucket; any other attempt may also use the *reserve*, a
+:data:`RESERVE` share of the budget that failing attempts can never spend.
+So one stale client, one address cycling through keys, or many addresses
+guessing at a set of keys, cannot keep the first attempts of other clients
+on other keys from being verified. A newcomer on a key under attack, or an
+attacker's first guess at a fresh key from a fresh address, is a stranger
+like any other.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ __all__ = ["BURST_SECONDS", "FAILURE_MEMORY", "RESERVE", "KdfBudget"]
 BURST_SECONDS = 10.0
 #: The share of the budget kept for addresses that have not failed lately.
 RESERVE = 0.5
-#: Seconds an address counts as failing after its last failed attempt.
+#: Seconds an address or a key counts as failing after its last failed attempt.
 FAILURE_MEMORY = 60.0
-#: Most addresses remembered as failing; the expired go first, then the oldest.
+#: Most addresses and keys remembered as failing; the expired go first, then
+#: the oldest.
 MAX_FAILING = 50_000
 
 
@@ -88,22 +92,42 @@ class KdfBudget:
         self._shared = _Bucket(rate * (1 - reserve), self.burst * (1 - reserve), now)
         self._reserve = _Bucket(rate * reserve, self.burst * reserve, now)
         self._lock = threading.Lock()
-        # Client addresses with a recent failed attempt, with when it ends.
-        self.failing: BoundedMap[str, float] = BoundedMap(MAX_FAILING, expires=float, clock=clock)
+        # Client addresses and keys with a recent failed attempt, with when
+        # that ends.
+        self.failing: BoundedMap[tuple[str, str], float] = BoundedMap(
+            MAX_FAILING, expires=float, clock=clock
+        )
 
-    def trusted(self, client: str) -> bool:
-        """Whether ``client`` has not failed in the last :data:`FAILURE_MEMORY` seconds."""
-        until = self.failing.get(client)
-        return until is None or until <= self.clock()
+    def trusted(self, client: str, key: str = "") -> bool:
+        """Whether neither ``client`` nor ``key`` failed in the last
+        :data:`FAILURE_MEMORY` seconds."""
+        if not self.failing:
+            return True
+        now = self.clock()
+        for name in (("a", client), ("k", key)):
+            until = self.failing.get(name)
+            if until is not None and until > now:
+                return False
+        return True
 
-    def failed(self, client: str) -> None:
-        """Remember that ``client`` just failed an attempt."""
-        self.failing.put(client, self.clock() + FAILURE_MEMORY)
+    def failed(self, client: str, key: str = "") -> None:
+        """Remember that ``client`` just failed an attempt at ``key``."""
+        until = self.clock() + FAILURE_MEMORY
+        self.failing.put(("a", client), until)
+        if key:
+            self.failing.put(("k", key), until)
 
-    def wait(self, client: str) -> Optional[int]:
-        """``None`` when a verification for ``client`` may start now; else the
-        whole seconds (at least 1) until one may. Never waits itself."""
-        trusted = self.trusted(client)
+    def refused(self, key: str) -> None:
+        """Remember that an attempt at ``key`` was just refused for the
+        budget: a key that draws more attempts than the budget verifies is
+        under attack, and its attempts stay out of the reserve for a while."""
+        self.failing.put(("k", key), self.clock() + FAILURE_MEMORY)
+
+    def wait(self, client: str, key: str = "") -> Optional[int]:
+        """``None`` when a verification for ``client`` at ``key`` may start
+        now; else the whole seconds (at least 1) until one may. Never waits
+        itself."""
+        trusted = self.trusted(client, key)
         with self._lock:
             now = self.clock()
             self._shared.refill(now)
@@ -117,9 +141,9 @@ class KdfBudget:
                 delay = min(delay, self._reserve.wait())
         return max(1, math.ceil(delay))
 
-    def available(self, client: str = "") -> bool:
-        """Whether a verification for ``client`` may start now."""
-        return self.wait(client) is None
+    def available(self, client: str = "", key: str = "") -> bool:
+        """Whether a verification for ``client`` at ``key`` may start now."""
+        return self.wait(client, key) is None
 
     def spend(self, seconds: float) -> None:
         """Charge ``seconds`` of CPU time spent on a secret that did not match:
@@ -141,6 +165,7 @@ class KdfBudget:
             self._reserve.refill(now)
             return self._shared.tokens + self._reserve.tokens
 
-    def seconds_until_available(self, client: str = "") -> int:
-        """Whole seconds (at least 1) until a verification for ``client`` may start."""
-        return self.wait(client) or 1
+    def seconds_until_available(self, client: str = "", key: str = "") -> int:
+        """Whole seconds (at least 1) until a verification for ``client`` at
+        ``key`` may start."""
+        return self.wait(client, key) or 1

@@ -211,6 +211,8 @@ class GatePolicy:
         if found.budget_wait is not None:
             # Nothing was verified, so nothing counts against the pair.
             self.telemetry.kdf_refused()
+            if self.kdf_budget is not None:
+                self.kdf_budget.refused(key)
             raise self._known(
                 self.failure(TOO_MANY_FAILURES, key, retry_after=found.budget_wait), record
             )
@@ -285,7 +287,7 @@ class GatePolicy:
             return None, _NO_MATCH
         budget = self.kdf_budget
         if budget is not None and key in self._kdf_keys:
-            wait = budget.wait(client)
+            wait = budget.wait(client, key)
             if wait is not None and not self.known_good.was_good(key, secret):
                 return None, Verification(None, wait)
         started = time.perf_counter()
@@ -320,7 +322,7 @@ class GatePolicy:
                 matched = True
             else:
                 if budget is not None:
-                    wait = budget.wait(client)
+                    wait = budget.wait(client, record.key)
                     if wait is not None:
                         return Verification(None, wait)
                 started = time.thread_time()
@@ -457,7 +459,7 @@ class GatePolicy:
         if self.throttle is not None:
             self.throttle.failed(client, key, now)
         if self.kdf_budget is not None:
-            self.kdf_budget.failed(client)
+            self.kdf_budget.failed(client, key)
 
     def _remember_kdf_key(self, key: str, record: Optional[KeyRecord], now: float) -> None:
         live = [] if record is None else [s for s in record.secrets if is_live(s.expires, now)]

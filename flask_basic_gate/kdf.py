@@ -13,8 +13,8 @@ Admission (after the OWASP "device cookie" idea: lock out untrusted clients
 together, trusted ones one by one): an attempt whose client address, or
 whose key, has failed in the last :data:`FAILURE_MEMORY` seconds, or whose
 key had an attempt refused for the budget then, may only use the *shared*
-bucket; any other attempt may also use the *reserve*, a
-:data:`RESERVE` share of the budget that failing attempts can never spend.
+bucket; any other attempt may also use the *reserve*, a further
+:data:`RESERVE` of the budget that failing attempts can never spend.
 So one stale client, one address cycling through keys, or many addresses
 guessing at a set of keys, cannot keep the first attempts of other clients
 on other keys from being verified. A newcomer on a key under attack, or an
@@ -36,8 +36,9 @@ __all__ = ["BURST_SECONDS", "FAILURE_MEMORY", "RESERVE", "KdfBudget"]
 #: The burst, in seconds of the rate: after a quiet time a process may
 #: spend this many seconds' worth of budget at once.
 BURST_SECONDS = 10.0
-#: The share of the budget kept for addresses that have not failed lately.
-RESERVE = 0.5
+#: The reserve for attempts whose address and key have not failed lately,
+#: as a share of the budget, on top of it.
+RESERVE = 0.25
 #: Seconds an address or a key counts as failing after its last failed attempt.
 FAILURE_MEMORY = 60.0
 #: Most addresses and keys remembered as failing; the expired go first, then
@@ -70,8 +71,8 @@ class KdfBudget:
     :param burst: the most seconds of work that may be spent at once after
         a quiet time (default: :data:`BURST_SECONDS` times ``rate``, about
         ten scrypt verifications).
-    :param reserve: the share of ``rate`` and ``burst`` kept for client
-        addresses that have not failed lately.
+    :param reserve: a further share of ``rate`` and ``burst`` that only
+        attempts whose address and key have not failed lately may use.
     :param clock: a monotonic clock, for tests.
 
     .. versionadded:: 0.1
@@ -89,7 +90,7 @@ class KdfBudget:
         self.burst = max(rate * BURST_SECONDS if burst is None else burst, rate)
         self.clock = clock
         now = clock()
-        self._shared = _Bucket(rate * (1 - reserve), self.burst * (1 - reserve), now)
+        self._shared = _Bucket(rate, self.burst, now)
         self._reserve = _Bucket(rate * reserve, self.burst * reserve, now)
         self._lock = threading.Lock()
         # Client addresses and keys with a recent failed attempt, with when
@@ -158,7 +159,8 @@ class KdfBudget:
 
     @property
     def tokens(self) -> float:
-        """Seconds of work that may be spent now, both buckets together."""
+        """Seconds of work that may be spent now, both buckets together (up
+        to ``burst`` and the reserve's share of it)."""
         with self._lock:
             now = self.clock()
             self._shared.refill(now)

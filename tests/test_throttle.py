@@ -134,6 +134,7 @@ def spend_all(budget: KdfBudget) -> None:
 def test_kdf_budget_bucket() -> None:
     clock = FakeClock()
     budget = KdfBudget(0.1, burst=0.5, reserve=0.0, clock=clock)
+    assert budget.burst == 0.5
     assert budget.available()
     budget.spend(0.3)
     assert budget.available()
@@ -235,9 +236,10 @@ def test_kdf_budget_charges_only_secrets_that_did_not_match(
     policy = BasicGate.state(app).policy
     clock = FakeClock()
     budget = policy.kdf_budget = KdfBudget(0.08, clock=clock)
+    full = budget.tokens
     for _ in range(20):
         assert get(app, auth("criticalmix", "topsecret")).status_code == 200
-    assert budget.tokens == budget.burst  # the matches cost the budget nothing
+    assert budget.tokens == full  # the matches cost the budget nothing
     spend_all(budget)  # spent by wrong guesses
     # The secret that matched is known good: one digest, no KDF, no wait.
     assert get(app, auth("criticalmix", "topsecret")).status_code == 200

@@ -14,6 +14,7 @@ from __future__ import annotations
 import binascii
 import enum
 import re
+import sys
 from base64 import b64decode, b64encode
 from typing import NamedTuple, Optional, Union
 
@@ -51,6 +52,29 @@ class BasicCredentials(NamedTuple):
 # data after the padding on Python < 3.13.
 _TOKEN = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
+if sys.version_info >= (3, 11):
+
+    def _strict_b64decode(token: str) -> Optional[bytes]:
+        # binascii's strict mode and whole quanta are the pattern above, in
+        # C: the alphabet, padding only at the end and nothing after it.
+        if len(token) % 4 or not token.isascii():
+            return None
+        try:
+            return binascii.a2b_base64(token, strict_mode=True)
+        except binascii.Error:
+            return None
+
+else:
+
+    def _strict_b64decode(token: str) -> Optional[bytes]:
+        if _TOKEN.fullmatch(token) is None:
+            return None
+        try:
+            return b64decode(token)
+        except (binascii.Error, ValueError):  # pragma: no cover - the pattern excludes these
+            return None
+
+
 # Optional white space around a field value (RFC 9110 section 5.6.3). WSGI
 # servers usually strip it already.
 _OWS = " \t"
@@ -83,11 +107,10 @@ def parse_basic(value: Optional[str]) -> Union[BasicCredentials, HeaderProblem]:
     if scheme.lower() != "basic":
         return HeaderProblem.NOT_BASIC
     token = token.lstrip(" ")
-    if not token or _TOKEN.fullmatch(token) is None:
+    if not token:
         return HeaderProblem.MALFORMED
-    try:
-        raw = b64decode(token)
-    except (binascii.Error, ValueError):  # pragma: no cover - the pattern already excludes these
+    raw = _strict_b64decode(token)
+    if raw is None:
         return HeaderProblem.MALFORMED
     try:
         text = raw.decode("utf-8")

@@ -192,9 +192,11 @@ class GatePolicy:
         if credentials is None:
             return None
         key, secret = credentials
-        wait = self.throttled(client, key, now, shared=False)  # 2, this process's memo
-        if wait is not None:
-            raise self.failure(TOO_MANY_FAILURES, key, retry_after=wait)
+        throttle = self.throttle
+        if throttle is not None and throttle.blocked:  # 2, this process's memo
+            wait = throttle.known_wait(client, key, now)
+            if wait is not None:
+                raise self.failure(TOO_MANY_FAILURES, key, retry_after=wait)
         if self._ttl:  # 3
             if now >= self.revocation.trusted_until:
                 # Changes made elsewhere may not have reached this process.

@@ -13,6 +13,7 @@ would share ``g``).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
@@ -65,6 +66,14 @@ class Guard:
         #: view or blueprint is marked.
         self.requirements: BoundedMap[tuple[Optional[str], str], Optional[Requirement]] = (
             BoundedMap(MAX_ROUTES)
+        )
+        # Flask's own handler search: it takes the request's blueprints from
+        # Flask 3.0 on, and reads them from the request itself in 2.3.
+        find = app._find_error_handler
+        self._has_handler: Callable[[GateError, Any], Any] = (
+            find
+            if len(inspect.signature(find).parameters) > 1
+            else lambda error, blueprints: find(error)  # type: ignore[call-arg]
         )
         self._order_checked = False
 
@@ -149,7 +158,7 @@ class Guard:
             return self._reported(req, error)
         if request_rejected.receivers:
             request_rejected.send(app, error_code=error.error_code, status=error.code)
-        if app.trap_http_exception(error) or app._find_error_handler(error, req.blueprints):
+        if app.trap_http_exception(error) or self._has_handler(error, req.blueprints):
             raise error
         # No handler of the app's would see the error: answer with its
         # response. Raised, Flask would find no handler and then run the

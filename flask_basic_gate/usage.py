@@ -50,6 +50,7 @@ from sqlalchemy import Engine, and_, bindparam, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
+from .bounded import BoundedMap
 from .models import USAGE_CODES, Models
 from .store.timeouts import cutter, unwatch, watch
 from .telemetry import Fanout, Telemetry
@@ -167,7 +168,7 @@ class UsageCounter(Telemetry):
         # Keys the store said exist, so that a refusal given before (or
         # without) a lookup is counted for its key (see _UNCHECKED); only
         # keys that exist get in, so no client can grow it.
-        self._known: dict[str, None] = {}
+        self._known: BoundedMap[str, bool] = BoundedMap(MAX_KNOWN)
         self._dropped = 0
         self._failing = False
         self.due = time.monotonic() + self.interval
@@ -228,11 +229,8 @@ class UsageCounter(Telemetry):
             return None
         row = [package, 0, 0, 0, *_ZEROS]
         pending[slot] = row
-        known = self._known
-        if slot[1] != UNKNOWN_KEY and slot[1] not in known:
-            if len(known) >= MAX_KNOWN:
-                del known[next(iter(known))]
-            known[slot[1]] = None
+        if slot[1] != UNKNOWN_KEY and slot[1] not in self._known:
+            self._known.put(slot[1], True)
         if self.periodic and _flusher.thread is None:
             _flusher.start()
         return row

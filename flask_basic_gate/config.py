@@ -244,17 +244,23 @@ def parse_bool(name: str, value: Any) -> bool:
     raise _bad(name, value, "true or false (or 1/0, yes/no, on/off)")
 
 
+def _listed(name: str, value: Any, expected: str) -> Any:
+    """A list setting as Python has it, or as the environment gives it: a
+    JSON list, or words separated by commas or spaces."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text.startswith("["):
+        return [part for part in text.replace(",", " ").split() if part]
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise _bad(name, value, expected) from None
+
+
 def _parse_methods(name: str, value: Any) -> frozenset[str]:
     expected = f"a list of HTTP methods from {', '.join(sorted(STANDARD_METHODS))}"
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                raise _bad(name, value, expected) from None
-        else:
-            value = [part for part in text.replace(",", " ").split() if part]
+    value = _listed(name, value, expected)
     if not isinstance(value, Iterable) or not all(isinstance(m, str) for m in value):
         raise _bad(name, value, expected)
     methods = frozenset(m.strip().upper() for m in value)
@@ -266,15 +272,7 @@ def _parse_methods(name: str, value: Any) -> frozenset[str]:
 
 def _parse_packages(name: str, value: Any) -> frozenset[str]:
     expected = "a list of package names (a JSON list, or names separated by commas or spaces)"
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                raise _bad(name, value, expected) from None
-        else:
-            value = [part for part in text.replace(",", " ").split() if part]
+    value = _listed(name, value, expected)
     if (
         isinstance(value, (str, bytes))
         or not isinstance(value, Iterable)

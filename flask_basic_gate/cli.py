@@ -759,8 +759,10 @@ def import_keys(
     dry_run: bool,
     workers: Optional[int],
 ) -> None:
-    """Load the keys of the gateway's export FILE, with their plaintext
-    secrets, as CSV or as the JSON list of its API ('-': standard input).
+    """Load the keys of the gateway's export FILE (CSV or JSON).
+
+    FILE is CSV as the gateway writes it, or the JSON list of package keys
+    its API returns, with their plaintext secrets ('-': standard input).
 
     Fields: apikey (or key), secret and package, required; plan; status
     (waiting, active or disabled; empty means active); created; expires;
@@ -799,10 +801,15 @@ def import_keys(
         new = list(dict.fromkeys(key.package for key in keys if key.package not in existing))
         _say_imported("would import", len(keys), new, "to create")
         return
-    with _admin_errors(), _announced(store), _hash_progress(len(keys)) as progress:
-        created = store.import_keys(
-            keys, create_packages=create_packages, workers=workers, progress=progress
-        )
+    with _admin_errors():
+        try:
+            with _announced(store), _hash_progress(len(keys)) as progress:
+                created = store.import_keys(
+                    keys, create_packages=create_packages, workers=workers, progress=progress
+                )
+        except ImportRowError as exc:
+            # A key made (or a package removed) by someone else since the check.
+            _refuse_import([_import_problem(rows[exc.index], exc)], dry_run)
     _say_imported("imported", len(keys), created, "created")
 
 

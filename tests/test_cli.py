@@ -1327,6 +1327,30 @@ def test_import_keys_reports_every_bad_row_in_one_run(app: Flask, tmp_path: Path
     assert keys_listed(app) == ["old"]
 
 
+def test_import_keys_a_key_made_since_the_check_is_named_with_its_line(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_basic_gate.store import KeyStore
+
+    real = KeyStore.import_problems
+    calls: list[int] = []
+
+    def first_finds_nothing(self: KeyStore, *args: Any, **kw: Any) -> Any:
+        # The CLI's own check runs before another admin makes the key.
+        calls.append(1)
+        if len(calls) == 1:
+            provision(app, key="k2", secret="theirs")
+            return []
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(KeyStore, "import_problems", first_finds_nothing)
+    result = gate(
+        app, "import-keys", write_csv(tmp_path, HEADER + "k1,s,members,,\nk2,s,members,,\n")
+    )
+    refused(result, "line 3: key 'k2' exists already; nothing was imported")
+    assert keys_listed(app) == ["k2"]
+
+
 def test_import_keys_lists_50_bad_rows_and_counts_the_rest(app: Flask, tmp_path: Path) -> None:
     rows = "".join(f"k{n},s,members,bad,\n" for n in range(120))
     result = gate(app, "import-keys", write_csv(tmp_path, HEADER + rows))

@@ -167,10 +167,10 @@ class PackageMapping(NamedTuple):
     mapped: bool
 
 
-def read_file(file: str, format: Optional[str] = None) -> ImportFile:
+def read_file(file: str, kind: Optional[str] = None) -> ImportFile:
     """Read the import file at the path ``file`` (``-``: standard input).
 
-    :param format: ``csv`` or ``json``; by default, from the name's
+    :param kind: ``csv`` or ``json``; by default, from the name's
         extension (``.json``, ``.csv``), else from the content (a JSON file
         starts with ``[``). A byte order mark is skipped.
     :raises ImportFileError: the file cannot be opened, is not UTF-8, or is
@@ -189,13 +189,13 @@ def read_file(file: str, format: Optional[str] = None) -> ImportFile:
     except UnicodeDecodeError:
         raise ImportFileError(f"{file} is not UTF-8 text") from None
     text = text.removeprefix("\ufeff")
-    if format is None:
+    if kind is None:
         extension = file.rpartition(".")[2].lower() if "." in file else ""
         if extension in ("csv", "json"):
-            format = extension
+            kind = extension
         else:
-            format = "json" if text.lstrip()[:1] in ("[", "{") else "csv"
-    if format == "json":
+            kind = "json" if text.lstrip()[:1] in ("[", "{") else "csv"
+    if kind == "json":
         return read_json(text)
     return read_csv(io.StringIO(text, newline=""))
 

@@ -1566,6 +1566,7 @@ def test_import_keys_hashes_on_worker_processes(
 def test_import_keys_workers_must_be_positive(app: Flask, tmp_path: Path) -> None:
     result = gate(app, "import-keys", "--workers", "0", write_csv(tmp_path, HEADER))
     assert result.exit_code == 2
+    assert "Invalid value for '--workers': 0 is not in the range x>=1" in result.stderr
 
 
 # -- what a database that cannot be used says ----------------------------------------

@@ -17,10 +17,11 @@ import os
 from collections.abc import Mapping
 from typing import Any, Optional
 
+import click
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
-from flask_basic_gate import BasicGate
+from flask_basic_gate import BasicGate, ConfigurationError
 
 __all__ = ["create_app", "db", "gate"]
 
@@ -60,7 +61,15 @@ def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     db.init_app(app)
-    gate.init_app(app)
+    try:
+        gate.init_app(app)
+    except ConfigurationError as exc:
+        if click.get_current_context(silent=True) is None:
+            raise
+        # Made by the flask command (run, basic-gate ...): a bad setting is
+        # one line, "Error: BASIC_GATE_... is not valid: ...", not a
+        # traceback whose last line says it.
+        raise click.ClickException(str(exc)) from None
 
     from . import views
     from .provision import start

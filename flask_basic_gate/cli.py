@@ -6,33 +6,49 @@ key, a duplicate key, a bad date, a bad CSV row) ends the command with a
 one-line error on stderr and exit status 1, and nothing is written; a usage
 error (an unknown or missing option) exits with status 2, as Click does.
 
-Every command that writes first prints ``database: <URL>`` (password
-hidden) on stderr, so an operator whose shell lacks the app's database
-setting sees at once which database is being changed.
+Every command first prints ``database: <URL>`` (password hidden) on
+stderr, so an operator whose shell lacks the app's database setting sees at
+once which database is read or changed. When the database cannot be used,
+the error says why: the driver's reason when it cannot be reached, or the
+tables or columns that are missing.
 
 A secret is printed only once: by ``create-key`` and ``rotate-secret``, in
 the two lines ``key: <KEY>`` and ``secret: <SECRET>`` that scripts can read.
 No other command prints a secret or a stored hash.
 
-A change made here reaches the process that made it at once; servers running
-elsewhere see it when their cached verification of the key expires, within
-``BASIC_GATE_CACHE_TTL`` seconds.
+A change made here reaches the process that made it at once. After a
+change to existing keys, a command says on stderr where it went: announced
+on the Redis of ``BASIC_GATE_REDIS_URL`` (every process drops the keys at
+once), or, without Redis, that servers running elsewhere see it when their
+cached verification of the key expires, within ``BASIC_GATE_CACHE_TTL``
+seconds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
+import re
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import click
 from flask.cli import AppGroup
+from sqlalchemy import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from .csvimport import ImportFileError, read_file
+from .csvimport import (
+    ImportFileError,
+    ImportRow,
+    PackageMapping,
+    map_packages,
+    read_file,
+    read_package_map,
+)
 from .errors import StoreUnavailable
 from .plans import parse_quota
 from .records import DEFAULT_PERIOD
@@ -45,6 +61,7 @@ from .store import (
     KeyStore,
     NewSecret,
     parse_limit,
+    parse_time,
 )
 from .usage import parse_day, read_usage, recent_usage, usage_csv, usage_json, usage_table
 
@@ -57,14 +74,80 @@ _MAX_GRACE = 10 * 365 * 24 * 3600
 
 
 def _store() -> KeyStore:
-    return get_state().store
-
-
-def _writing_store() -> KeyStore:
-    """The store, after saying on stderr which database is about to change."""
-    store = _store()
+    """The store, after saying on stderr which database it reads or changes."""
+    store = get_state().store
     click.echo(f"database: {store.engine.url.render_as_string(hide_password=True)}", err=True)
     return store
+
+
+@contextmanager
+def _changing() -> Iterator[KeyStore]:
+    """The store, for a command that writes: the database is named first,
+    and where the change went is said after it succeeded."""
+    store = _store()
+    with _announced(store):
+        yield store
+
+
+class _AnnounceFailures(logging.Handler):
+    """Notices the revocation's error when it could not publish a change
+    (it logs one on the ``flask_basic_gate`` logger, and the command goes on)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("could not announce"):
+            self.failed = True
+
+
+@contextmanager
+def _announced(store: KeyStore) -> Iterator[None]:
+    """Around a write: after it succeeded, say on stderr where the change
+    went (announced on Redis, or seen elsewhere within the cache's TTL)."""
+    changed: list[str] = []
+    listener = changed.append
+    failures = _AnnounceFailures()
+    logger = logging.getLogger("flask_basic_gate")
+    store.on_change.append(listener)
+    logger.addHandler(failures)
+    try:
+        yield
+    finally:
+        store.on_change.remove(listener)
+        logger.removeHandler(failures)
+    click.echo(_announcement(bool(changed), failures.failed), err=True)
+
+
+def _announcement(changed: bool, failed: bool) -> str:
+    """The line that says where a change went (see :func:`_announced`)."""
+    if not changed:
+        # New keys and packages: no process can hold them in its cache.
+        return "nothing to announce: no existing key changed"
+    settings = get_state().settings
+    ttl = settings.cache_ttl
+    within = (
+        f"within {ttl:g} s (BASIC_GATE_CACHE_TTL)"
+        if ttl
+        else "at once (BASIC_GATE_CACHE_TTL = 0: nothing is cached)"
+    )
+    if settings.redis_url is None:
+        return f"no BASIC_GATE_REDIS_URL: other processes see this change {within}"
+    where = _without_password(settings.redis_url)
+    if failed:
+        return (
+            f"could not announce this change on Redis {where}: other processes see it"
+            f" {within}; repeat the command once Redis answers"
+        )
+    return f"announced on Redis {where}"
+
+
+def _without_password(url: str) -> str:
+    """A URL as it may be printed: its password, in the user part or in the
+    query (``?password=``), shown as ``***``."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    return re.sub(r"(?<=[?&]password=)[^&]*", "***", shown)
 
 
 @contextmanager
@@ -75,13 +158,12 @@ def _admin_errors() -> Iterator[None]:
     except AdminError as exc:
         raise click.ClickException(str(exc)) from None
     except SQLAlchemyError as exc:
-        # The driver's message may quote the statement's parameters, so only
-        # the error's type is shown.
-        raise click.ClickException(
-            f"the database could not be used ({type(exc).__name__}): check"
-            " SQLALCHEMY_DATABASE_URI, and run 'flask basic-gate init-db' if the gate's"
-            " tables do not exist yet"
-        ) from None
+        problem = get_state().store.database_problem()
+        if problem is None:
+            # The driver's message may quote the statement's parameters, so
+            # only the error's type is shown.
+            problem = f"the database could not be used ({type(exc).__name__})"
+        raise click.ClickException(problem) from None
 
 
 def _parse_when(value: str, option: str) -> dt.datetime:
@@ -90,22 +172,13 @@ def _parse_when(value: str, option: str) -> dt.datetime:
     A trailing ``Z`` means UTC, and so does a value without an offset.
 
     :param option: the option's name, for the error message.
-    :raises click.ClickException: the value is not ISO 8601.
+    :raises click.ClickException: the value is not ISO 8601, or names a day
+        or time that does not exist (the message says which part).
     """
-    text = value.strip()
-    if text[-1:] in ("Z", "z"):
-        # datetime.fromisoformat reads "Z" only from Python 3.11 on.
-        text = text[:-1] + "+00:00"
     try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise click.ClickException(
-            f"{option} {value!r} is not an ISO 8601 date or time,"
-            " such as 2027-01-31 or 2027-01-31T12:00:00Z"
-        ) from None
-    if when.tzinfo is not None:
-        when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return when
+        return parse_time(value, option)
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _stdin_is_terminal() -> bool:
@@ -134,8 +207,7 @@ def _show(new: NewSecret) -> None:
 @basic_gate_cli.command("init-db")
 def init_db() -> None:
     """Create the gate's tables (only those)."""
-    with _admin_errors():
-        store = _writing_store()
+    with _admin_errors(), _changing() as store:
         created = store.create_tables()
     if not created:
         click.echo("basic-gate tables found: nothing to create")
@@ -154,8 +226,8 @@ def init_db() -> None:
 def create_package(name: str, qps: Optional[str], quota: Optional[str]) -> None:
     """Create the package NAME, with its plan's limits."""
     limits = _plan_options(qps, quota, allow_none=False)
-    with _admin_errors():
-        _writing_store().create_package(name, **limits)
+    with _admin_errors(), _changing() as store:
+        store.create_package(name, **limits)
     click.echo(f"package {name!r} created")
 
 
@@ -189,8 +261,8 @@ def create_key(
     ends = _parse_when(expires, "--expires") if expires is not None else None
     if ends is not None and ends <= _utcnow():
         raise click.ClickException(f"--expires {expires!r} is in the past")
-    with _admin_errors():
-        new = _writing_store().create_key(
+    with _admin_errors(), _changing() as store:
+        new = store.create_key(
             package,
             key=key,
             secret=_read_secret(secret),
@@ -206,17 +278,17 @@ def create_key(
 @click.argument("key")
 def disable_key(key: str) -> None:
     """Switch KEY off (its secrets are kept)."""
-    with _admin_errors():
-        _writing_store().disable_key(key)
+    with _admin_errors(), _changing() as store:
+        store.disable_key(key)
     click.echo(f"key {key!r} disabled")
 
 
 @basic_gate_cli.command("enable-key")
 @click.argument("key")
 def enable_key(key: str) -> None:
-    """Switch KEY back on."""
-    with _admin_errors():
-        _writing_store().enable_key(key)
+    """Switch KEY back on, or approve a waiting KEY."""
+    with _admin_errors(), _changing() as store:
+        store.enable_key(key)
     click.echo(f"key {key!r} enabled")
 
 
@@ -245,8 +317,8 @@ def rotate_secret(key: str, secret: Optional[str], grace: float) -> None:
         raise click.ClickException(
             f"--grace {grace:g} is out of range: give 0 to {_MAX_GRACE} seconds"
         )
-    with _admin_errors():
-        new = _writing_store().rotate_secret(key, _read_secret(secret), grace=grace)
+    with _admin_errors(), _changing() as store:
+        new = store.rotate_secret(key, _read_secret(secret), grace=grace)
     _show(new)
 
 
@@ -300,8 +372,7 @@ def update_key(key: str, **options: Any) -> None:
         raise click.UsageError(
             "nothing to change: give at least one of " + ", ".join(_UPDATE_OPTIONS)
         )
-    with _admin_errors():
-        store = _writing_store()
+    with _admin_errors(), _changing() as store:
         if limits:
             _check_quota_period(store, key, options["quota"])
             store.set_key_limits(key, **limits)
@@ -408,8 +479,7 @@ def delete_key(key: str, yes: bool) -> None:
 
     Asks first at a terminal; without one, --yes is required.
     """
-    with _admin_errors():
-        store = _writing_store()
+    with _admin_errors(), _changing() as store:
         info = store.show_key(key)
         if not yes:
             if not _stdin_is_terminal():
@@ -431,11 +501,13 @@ def delete_key(key: str, yes: bool) -> None:
 @click.option("--state", type=click.Choice(STATES), help="Only the keys in this state.")
 def list_keys(package: Optional[str], state: Optional[str]) -> None:
     """List the keys, one line each: package, state, validity, live secrets
-    and their expiries, developer, owner.
+    and their expiries, calls per second and quota, developer, owner.
 
     The state is what the gate does with the key now: active, disabled,
-    expired or not-yet-valid (the last three get 403 key-inactive). Never
-    shows a secret.
+    expired, not-yet-valid or waiting (all but active get 403
+    key-inactive). QPS and QUOTA say whose limit applies: the key's own
+    (key), its package's (package), exempt or unlimited. Never shows a
+    secret.
     """
     with _admin_errors():
         keys = _store().list_keys(package, state=state)
@@ -460,6 +532,8 @@ _LIST_HEADER = (
     "EXPIRES",
     "SECRETS",
     "SECRETS-EXPIRE",
+    "QPS",
+    "QUOTA",
     "DEVELOPER",
     "OWNER",
 )
@@ -505,16 +579,40 @@ def _key_row(info: KeyInfo) -> tuple[str, ...]:
         _iso(info.expires_at) if info.expires_at is not None else "never",
         str(info.secrets),
         ",".join(_iso(when) if when else "never" for when in info.secret_expiries) or "-",
+        _qps_limit(info),
+        _quota_limit(info),
         info.owner_email or "-",
         info.owner_name or "-",
     )
 
 
+def _qps_limit(info: KeyInfo) -> str:
+    """The key's calls per second and whose they are: ``5 (key)``,
+    ``2 (package)``, ``exempt`` or ``unlimited``."""
+    if info.qps_exempt:
+        return "exempt"
+    plan = info.plan
+    if plan is None or plan.qps is None:
+        return "unlimited"
+    return f"{plan.qps} ({'key' if plan.qps_override else 'package'})"
+
+
+def _quota_limit(info: KeyInfo) -> str:
+    """The key's quota and whose it is: ``100/day (key)``, ``5000/day
+    (package)``, ``exempt`` or ``unlimited``."""
+    if info.quota_exempt:
+        return "exempt"
+    plan = info.plan
+    if plan is None or plan.quota is None:
+        return "unlimited"
+    return f"{plan.quota}/{plan.period} ({'key' if plan.quota_override else 'package'})"
+
+
 @basic_gate_cli.command("show-key")
 @click.argument("key")
 def show_key(key: str) -> None:
-    """Show KEY: package, state, validity, owner, live secrets and their
-    expiries. Never shows a secret."""
+    """Show KEY: package, state, validity, calls per second and quota,
+    owner, live secrets and their expiries. Never shows a secret."""
     with _admin_errors():
         info = _store().show_key(key)
     lines = [
@@ -524,6 +622,8 @@ def show_key(key: str) -> None:
         ("status", info.status),
         ("not-before", _iso(info.not_before) if info.not_before is not None else "none"),
         ("expires", _iso(info.expires_at) if info.expires_at is not None else "never"),
+        ("qps", _qps_limit(info)),
+        ("quota", _quota_limit(info)),
         ("owner", info.owner_name or "-"),
         ("developer", info.owner_email or "-"),
         ("created", _iso(info.created_at)),
@@ -651,8 +751,8 @@ def update_package(name: str, qps: Optional[str], quota: Optional[str]) -> None:
     if qps is None and quota is None:
         raise click.ClickException("give --qps, --quota or both")
     limits = _plan_options(qps, quota, allow_none=True)
-    with _admin_errors():
-        _writing_store().update_package(name, **limits)
+    with _admin_errors(), _changing() as store:
+        store.update_package(name, **limits)
     click.echo(f"package {name!r} updated")
 
 
@@ -674,9 +774,18 @@ def list_packages() -> None:
 
 # -- import-keys ---------------------------------------------------------------
 #
-# Reading the file is csvimport's job; checking rows against the database and
-# the one-transaction write are the store's (KeyStore.import_keys); the
-# command says what happened.
+# Reading the file and mapping its packages are csvimport's job; checking rows
+# against the database and the one-transaction write are the store's
+# (KeyStore.import_problems, KeyStore.import_keys); the command says what
+# happened.
+
+#: How many bad rows an import lists; the others are counted.
+MAX_PROBLEMS_SHOWN = 50
+#: Without a terminal, a progress line at most this often (seconds); the
+#: store reports at least every half second, so lines come at least every 2 s.
+PROGRESS_INTERVAL = 1.5
+#: From how many secrets the start and the end of hashing are said.
+_SAY_HASHING = 20
 
 
 @basic_gate_cli.command("import-keys")
@@ -686,39 +795,189 @@ def list_packages() -> None:
     is_flag=True,
     help="Create the packages the file names that do not exist yet (default: refuse).",
 )
-def import_keys(file: str, create_packages: bool) -> None:
-    """Load keys with their plaintext secrets from the CSV file FILE.
+@click.option(
+    "--package-map",
+    metavar="MAP.csv",
+    type=click.Path(dir_okay=False),
+    help="CSV file 'package,plan,gate package': where the keys of a gateway package and"
+    " plan go (an empty plan: any plan).",
+)
+@click.option("--dry-run", is_flag=True, help="Check the file against the database; write nothing.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Processes to hash the secrets on (default: every core; 1: this one only).",
+)
+def import_keys(
+    file: str,
+    create_packages: bool,
+    package_map: Optional[str],
+    dry_run: bool,
+    workers: Optional[int],
+) -> None:
+    """Load the keys of the gateway's export FILE (CSV or JSON).
 
-    The first line names the columns: key, secret, package, status (active
-    or disabled; empty means active) and developer email; the last two may
-    be left out. Each secret is hashed with BASIC_GATE_HASH_METHOD on the way
-    in. All or nothing: the first bad row is reported with its line number
+    FILE is CSV as the gateway writes it, or the JSON list of package keys
+    its API returns, with their plaintext secrets ('-': standard input).
+
+    Fields: apikey (or key), secret and package, required; plan; status
+    (waiting, active or disabled; empty means active); created; expires;
+    qpsLimitCeiling, rateLimitCeiling, qpsLimitExempt, rateLimitExempt;
+    developer email. Other fields are ignored and named. A package whose keys
+    are on several plans becomes one package per plan, PACKAGE/PLAN, unless
+    --package-map says otherwise. Each secret is hashed with
+    BASIC_GATE_HASH_METHOD on every core.
+
+    All or nothing: every bad row is reported with its line (or JSON index)
     and no key is imported. A key that exists already is a bad row, and so
-    is an unknown package unless --create-packages is given. '-' reads
-    standard input.
+    is an unknown package unless --create-packages is given.
     """
-    store = _writing_store()
+    with _admin_errors():
+        store = _store()
     try:
-        rows, bad = read_file(file)
+        read = read_file(file)
+        overrides = read_package_map(package_map) if package_map is not None else None
     except ImportFileError as exc:
         raise click.ClickException(str(exc)) from None
+    if read.ignored:
+        kind = "columns" if read.format == "csv" else "fields"
+        click.echo(f"ignored {kind}: {', '.join(read.ignored)}", err=True)
+    rows, unmapped, mappings = map_packages(read.rows, overrides)
+    _say_mappings(mappings)
     keys = [row.key for row in rows]
+    problems = [(bad.position, str(bad)) for bad in [*read.problems, *unmapped]]
+    with _admin_errors():
+        found = store.import_problems(keys, create_packages=create_packages)
+    problems += [_import_problem(rows[problem.index], problem) for problem in found]
+    if problems:
+        _refuse_import(sorted(problems), dry_run)
+    if dry_run:
+        with _admin_errors():
+            existing = {info.name for info in store.list_packages()}
+        new = list(dict.fromkeys(key.package for key in keys if key.package not in existing))
+        _say_imported("would import", len(keys), new, "to create")
+        return
     with _admin_errors():
         try:
-            # A bad row before the first malformed line is the first bad row.
-            store.check_import(keys, create_packages=create_packages)
-            if bad is not None:
-                raise click.ClickException(f"{bad}; nothing was imported")
-            if len(keys) >= 20:
-                # Every secret goes through the configured KDF, which is slow
-                # on purpose: say why this takes time.
-                click.echo(f"hashing {len(keys)} secrets...", err=True)
-            created = store.import_keys(keys, create_packages=create_packages)
+            with _announced(store), _hash_progress(len(keys)) as progress:
+                created = store.import_keys(
+                    keys, create_packages=create_packages, workers=workers, progress=progress
+                )
         except ImportRowError as exc:
-            hint = " (create it first, or pass --create-packages)" if exc.unknown_package else ""
-            line = rows[exc.index].line
-            raise click.ClickException(f"line {line}: {exc}{hint}; nothing was imported") from None
-    message = f"imported {len(rows)} key{'' if len(rows) == 1 else 's'}"
-    if created:
-        message += f" (packages created: {', '.join(created)})"
+            # A key made (or a package removed) by someone else since the check.
+            _refuse_import([_import_problem(rows[exc.index], exc)], dry_run)
+    _say_imported("imported", len(keys), created, "created")
+
+
+def _say_mappings(mappings: list[PackageMapping]) -> None:
+    """Where the gateway's packages and plans go, on stderr, when the file
+    names plans or a package map was given (else each package is itself)."""
+    if not any(mapping.plan or mapping.mapped for mapping in mappings):
+        return
+    for mapping in mappings:
+        plan = f"plan {mapping.plan!r}" if mapping.plan else "no plan"
+        how = ", package map" if mapping.mapped else ""
+        click.echo(
+            f"package {mapping.package!r} {plan} -> {mapping.gate_package!r}"
+            f" ({_plural(mapping.keys, 'key')}{how})",
+            err=True,
+        )
+
+
+def _import_problem(row: ImportRow, problem: ImportRowError) -> tuple[int, str]:
+    hint = "; create it first, or pass --create-packages" if problem.unknown_package else ""
+    return row.position, f"{row.where}: {problem}{hint}"
+
+
+def _refuse_import(problems: list[tuple[int, str]], dry_run: bool) -> NoReturn:
+    """Every bad row, one a line on stderr (after the first 50, a count),
+    then the error; a single bad row is the error's own line."""
+    outcome = "nothing would be imported" if dry_run else "nothing was imported"
+    if len(problems) == 1:
+        raise click.ClickException(f"{problems[0][1]}; {outcome}")
+    for _, problem in problems[:MAX_PROBLEMS_SHOWN]:
+        click.echo(problem, err=True)
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        click.echo(f"and {len(problems) - MAX_PROBLEMS_SHOWN} more bad rows", err=True)
+    raise click.ClickException(f"{len(problems)} bad rows; {outcome}")
+
+
+def _say_imported(done: str, count: int, packages: list[str], made: str) -> None:
+    message = f"{done} {_plural(count, 'key')}"
+    if packages:
+        message += f" (packages {made}: {', '.join(packages)})"
     click.echo(message)
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def _hash_progress(total: int) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback for hashing ``total`` secrets: a bar on stderr at
+    a terminal, else :class:`_ProgressLines`."""
+    if _stderr_is_terminal():
+        bar = click.progressbar(
+            length=total,
+            label="hashing secrets",
+            show_eta=True,
+            show_pos=True,
+            file=sys.stderr,
+        )
+        shown = [0]
+
+        def advance(done: int, total: int) -> None:
+            bar.update(done - shown[0])
+            shown[0] = done
+
+        with bar:
+            yield advance
+        return
+    lines = _ProgressLines(total)
+    yield lines
+    lines.finish()
+
+
+class _ProgressLines:
+    """Hashing progress as lines on stderr, for logs: the count done, the
+    total and the time left, at most every :data:`PROGRESS_INTERVAL` seconds;
+    for :data:`_SAY_HASHING` secrets or more, a first and a last line too."""
+
+    def __init__(self, total: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total = total
+        self.clock = clock
+        self.started = self.last = clock()
+        self.said = total >= _SAY_HASHING
+        if self.said:
+            click.echo(f"hashing {_plural(total, 'secret')} (BASIC_GATE_HASH_METHOD)", err=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if now - self.last < PROGRESS_INTERVAL or done >= total:
+            return
+        self.last = now
+        self.said = True
+        elapsed = now - self.started
+        left = elapsed / done * (total - done) if done else None
+        click.echo(
+            f"hashed {done}/{total} secrets, "
+            + (f"{_duration(left)} left" if left is not None else "time left unknown"),
+            err=True,
+        )
+
+    def finish(self) -> None:
+        if self.said:
+            elapsed = self.clock() - self.started
+            click.echo(f"hashed {_plural(self.total, 'secret')} in {_duration(elapsed)}", err=True)
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"

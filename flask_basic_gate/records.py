@@ -14,6 +14,7 @@ __all__ = [
     "DISABLED",
     "EXPIRED",
     "NOT_YET_VALID",
+    "WAITING",
     "KeyRecord",
     "Plan",
     "SecretRecord",
@@ -26,6 +27,10 @@ __all__ = [
 ACTIVE = "active"
 #: A key's stored status that refuses it (``disable-key``).
 DISABLED = "disabled"
+#: A key's stored status that refuses it until it is approved
+#: (``enable-key``): the gateway's moderation state, which only an import
+#: brings. A key that left it never goes back to it, as on the gateway.
+WAITING = "waiting"
 #: Effective states of an active key outside its validity window.
 EXPIRED = "expired"
 NOT_YET_VALID = "not-yet-valid"
@@ -37,10 +42,11 @@ When = TypeVar("When", float, dt.datetime)
 
 
 def key_state(status: str, not_before: Optional[When], expires: Optional[When], now: When) -> str:
-    """A key's effective state: its status unless that is :data:`ACTIVE`;
-    then :data:`EXPIRED` from ``expires`` on, :data:`NOT_YET_VALID` before
-    ``not_before``, else :data:`ACTIVE`. The one definition of "may this
-    key be used now", for the policy and for operators alike.
+    """A key's effective state: its status unless that is :data:`ACTIVE`
+    (so :data:`DISABLED` or :data:`WAITING`); then :data:`EXPIRED` from
+    ``expires`` on, :data:`NOT_YET_VALID` before ``not_before``, else
+    :data:`ACTIVE`. The one definition of "may this key be used now", for
+    the policy and for operators alike.
     """
     if status != ACTIVE:
         return status

@@ -311,3 +311,29 @@ def test_cli_help_needs_no_database(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Usage:" in result.stdout
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "command", [["basic-gate", "list-keys"], ["run", "--port", "0"]], ids=["basic-gate", "run"]
+)
+def test_a_bad_setting_is_one_clean_line_on_the_command_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    env = child_env(
+        FLASK_SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'example.sqlite'}",
+        FLASK_BASIC_GATE_CACHE_TTL="soon",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "example_app", *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "Error: BASIC_GATE_CACHE_TTL = 'soon' (set by the environment variable"
+        " FLASK_BASIC_GATE_CACHE_TTL) is not valid: expected a number."
+    ]

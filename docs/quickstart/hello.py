@@ -10,7 +10,9 @@ gate = BasicGate(db=db)
 def create_app(config=None):
     app = Flask(__name__)
     app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///hello.sqlite"
-    app.config.update(config or {})
+    # FLASK_SQLALCHEMY_DATABASE_URI, FLASK_BASIC_GATE_REDIS_URL and friends
+    app.config.from_prefixed_env()
+    app.config.update(config or {})  # what the caller gives wins (tests)
     db.init_app(app)
     gate.init_app(app)  # after db.init_app
 

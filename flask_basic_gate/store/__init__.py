@@ -25,8 +25,10 @@ from .admin import (
     check_package_name,
     check_secret,
     check_status,
+    driver_reason,
     key_state,
     parse_limit,
+    parse_time,
     utc_naive,
 )
 from .lookup import MAX_KEY_LENGTH, KeyLookup
@@ -51,7 +53,9 @@ __all__ = [
     "check_package_name",
     "check_secret",
     "check_status",
+    "driver_reason",
     "key_state",
     "parse_limit",
+    "parse_time",
     "utc_naive",
 ]

@@ -10,20 +10,33 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import enum
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 from sqlalchemy import Engine, func, inspect, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..config import Settings
-from ..hashing import StoredSecret, generate_secret, hash_secret
+from ..hashing import KDF, PLAINTEXT, StoredSecret, generate_secret, hash_secret
+from ..hashpool import Progress, hash_secrets
 from ..models import Models
 from ..plans import check_limit, parse_quota
-from ..records import ACTIVE, DISABLED, EXPIRED, NOT_YET_VALID, PERIODS, is_live
+from ..records import (
+    ACTIVE,
+    DISABLED,
+    EXPIRED,
+    NOT_YET_VALID,
+    PERIODS,
+    WAITING,
+    Plan,
+    effective_plan,
+    is_live,
+)
 from ..records import key_state as _key_state
 from .lookup import MAX_KEY_LENGTH, KeyLookup
 
@@ -42,16 +55,18 @@ __all__ = [
     "check_package_name",
     "check_secret",
     "check_status",
+    "driver_reason",
     "key_state",
     "PackageInfo",
     "parse_limit",
+    "parse_time",
     "utc_naive",
 ]
 
 When = Union[dt.datetime, None]
 
 #: The effective states of a key, as the gate sees it now.
-STATES = (ACTIVE, DISABLED, EXPIRED, NOT_YET_VALID)
+STATES = (ACTIVE, DISABLED, EXPIRED, NOT_YET_VALID, WAITING)
 
 
 class _Unset(enum.Enum):
@@ -79,7 +94,8 @@ class KeyInfo(NamedTuple):
 
     key: str
     package: str
-    #: The stored switch: ``active`` or ``disabled``.
+    #: The stored switch: ``active`` or ``disabled``, or ``waiting`` for an
+    #: imported key never approved.
     status: str
     owner_name: Optional[str]
     owner_email: Optional[str]
@@ -92,6 +108,17 @@ class KeyInfo(NamedTuple):
     state: str = "active"
     #: The expiry of each secret that works now (``None``: never), oldest first.
     secret_expiries: tuple[Optional[dt.datetime], ...] = ()
+    #: The key's own calls per second (``None``: its package's).
+    qps: Optional[int] = None
+    #: The key's own quota, in its package's period (``None``: its package's).
+    quota: Optional[int] = None
+    #: No calls-per-second limit for the key.
+    qps_exempt: bool = False
+    #: No quota for the key.
+    quota_exempt: bool = False
+    #: The limits that apply to the key, its own or its package's (see
+    #: :func:`~flask_basic_gate.records.effective_plan`); ``None``: unlimited.
+    plan: Optional[Plan] = None
 
 
 #: A quota: ``"5000/day"``, or ``(5000, "day")``.
@@ -137,6 +164,10 @@ class KeyImport:
     qps_exempt: bool = False
     #: The gateway's ``rateLimitExempt``.
     quota_exempt: bool = False
+    #: The gateway's ``created``: when the key was made (``None``: now).
+    created_at: Optional[dt.datetime] = None
+    #: The gateway's ``expires``: when the key stops working (``None``: never).
+    expires_at: Optional[dt.datetime] = None
 
 
 class ImportRowError(AdminError):
@@ -179,8 +210,9 @@ def key_state(
     expires_at: Optional[dt.datetime],
     now: Optional[dt.datetime] = None,
 ) -> str:
-    """A key's effective state: ``active``, ``disabled``, ``expired`` or
-    ``not-yet-valid``; every state but ``active`` gets 403 ``key-inactive``.
+    """A key's effective state: ``active``, ``disabled``, ``expired``,
+    ``not-yet-valid`` or ``waiting``; every state but ``active`` gets 403
+    ``key-inactive``.
 
     The rule the policy applies, :func:`flask_basic_gate.records.key_state`:
     valid from ``not_before`` on, until (not at) ``expires_at``.
@@ -238,7 +270,7 @@ class KeyStore:
         """Every key (of one package, in one effective state), by package and key.
 
         :param state: one of ``active``, ``disabled``, ``expired``,
-            ``not-yet-valid`` (see :func:`key_state`).
+            ``not-yet-valid``, ``waiting`` (see :func:`key_state`).
         :raises AdminError: unknown package or state.
         """
         if state is not None and state not in STATES:
@@ -268,6 +300,16 @@ class KeyStore:
     @staticmethod
     def _info(record: Any, now: dt.datetime) -> KeyInfo:
         live = [s.expires_at for s in record.secrets if is_live(s.expires_at, now)]
+        package = record.package
+        plan = effective_plan(
+            package.qps,
+            package.quota,
+            package.quota_period,
+            record.qps,
+            record.quota,
+            record.qps_exempt,
+            record.quota_exempt,
+        )
         return KeyInfo(
             record.key,
             record.package.name,
@@ -280,7 +322,52 @@ class KeyStore:
             record.created_at,
             key_state(record.status, record.not_before, record.expires_at, now),
             tuple(live),
+            record.qps,
+            record.quota,
+            bool(record.qps_exempt),
+            bool(record.quota_exempt),
+            plan,
         )
+
+    def database_problem(self) -> Optional[str]:
+        """What keeps the store from working, in one line, or ``None``: the
+        database cannot be reached (with the driver's reason: no such
+        database, refused, wrong password ...), or the gate's tables or some
+        of their columns are missing.
+
+        Asked after a failure, to tell these apart; it connects once.
+
+        .. versionadded:: 0.1
+        """
+        missing: list[str] = []
+        columns: list[str] = []
+        try:
+            with self.engine.connect() as conn:
+                inspector = inspect(conn)
+                for model in self.models:
+                    table = model.__table__
+                    if not inspector.has_table(table.name):
+                        missing.append(table.name)
+                        continue
+                    have = {column["name"] for column in inspector.get_columns(table.name)}
+                    columns += [
+                        f"{table.name}.{column.name}"
+                        for column in table.columns
+                        if column.name not in have
+                    ]
+        except SQLAlchemyError as exc:
+            return f"cannot connect to the database: {driver_reason(exc)}"
+        if missing:
+            return (
+                f"the gate's tables are missing ({', '.join(missing)}):"
+                " run 'flask basic-gate init-db'"
+            )
+        if columns:
+            return (
+                f"the gate's tables lack the columns {', '.join(columns)}: apply the"
+                " gate's migrations (see the models page of the docs)"
+            )
+        return None
 
     # -- writing ---------------------------------------------------------
 
@@ -393,7 +480,18 @@ class KeyStore:
         return NewSecret(key, plain)
 
     def set_status(self, key: str, status: str) -> None:
-        """Set a key ``active`` or ``disabled``."""
+        """Set a key ``active`` or ``disabled``.
+
+        A ``waiting`` key (from an import) leaves that state for good: as on
+        the gateway, no key goes back to ``waiting``.
+
+        :raises AdminError: no such key, or another status.
+        """
+        if status == WAITING:
+            raise AdminError(
+                "a key cannot be put back in 'waiting': as on the gateway, only keys never"
+                " approved are waiting (an import brings them); disable it instead"
+            )
         check_status(status)
         with self._writing() as session:
             self._key(session, key).status = status
@@ -404,7 +502,7 @@ class KeyStore:
         self.set_status(key, DISABLED)
 
     def enable_key(self, key: str) -> None:
-        """Switch a key back on."""
+        """Switch a key back on, or approve a ``waiting`` one."""
         self.set_status(key, ACTIVE)
 
     def set_validity(self, key: str, *, not_before: When = None, expires_at: When = None) -> None:
@@ -489,44 +587,83 @@ class KeyStore:
     def check_import(self, rows: Sequence[KeyImport], *, create_packages: bool = False) -> None:
         """Check rows for :meth:`import_keys` without writing anything.
 
-        :raises ImportRowError: for the first row that is malformed (see
-            :func:`check_import_row`), names a key that exists already (or
-            twice), or an unknown package while ``create_packages`` is false.
+        :raises ImportRowError: for the first bad row of
+            :meth:`import_problems`.
         """
+        problems = self.import_problems(rows, create_packages=create_packages)
+        if problems:
+            raise problems[0]
+
+    def import_problems(
+        self, rows: Sequence[KeyImport], *, create_packages: bool = False
+    ) -> list[ImportRowError]:
+        """Every row :meth:`import_keys` would refuse, in the rows' order,
+        without writing anything: one problem per bad row.
+
+        A row is bad when it is malformed (see :func:`check_import_row`),
+        names a key that exists already or appears twice, or names a package
+        that does not exist while ``create_packages`` is false (the message
+        then names the closest existing package, if one is close).
+
+        .. versionadded:: 0.1
+        """
+        problems: dict[int, ImportRowError] = {}
         seen: dict[str, int] = {}
         for index, row in enumerate(rows):
             try:
                 check_import_row(row)
             except AdminError as exc:
-                raise ImportRowError(index, str(exc)) from None
+                problems[index] = ImportRowError(index, str(exc))
+                continue
             if row.key in seen:
-                raise ImportRowError(index, f"key {row.key!r} appears twice")
+                problems[index] = ImportRowError(index, f"key {row.key!r} appears twice")
+                continue
             seen[row.key] = index
+        wanted = {row.package for index, row in enumerate(rows) if index not in problems}
         with self._session() as session:
-            packages = self._packages_named(session, {row.package for row in rows})
+            packages = self._packages_named(session, wanted)
             taken = self._keys_named(session, list(seen))
+            unknown = set() if create_packages else wanted - set(packages)
+            names = self._package_names(session) if unknown else []
         for index, row in enumerate(rows):
+            if index in problems:
+                continue
             if row.key in taken:
-                raise ImportRowError(index, f"key {row.key!r} exists already")
-            if not create_packages and row.package not in packages:
-                raise ImportRowError(
-                    index, f"no package named {row.package!r}", unknown_package=True
+                problems[index] = ImportRowError(index, f"key {row.key!r} exists already")
+            elif row.package in unknown:
+                problems[index] = ImportRowError(
+                    index,
+                    f"no package named {row.package!r}{_did_you_mean(row.package, names)}",
+                    unknown_package=True,
                 )
+        return [problems[index] for index in sorted(problems)]
 
-    def import_keys(self, rows: Sequence[KeyImport], *, create_packages: bool = False) -> list[str]:
+    def import_keys(
+        self,
+        rows: Sequence[KeyImport],
+        *,
+        create_packages: bool = False,
+        workers: Optional[int] = None,
+        progress: Optional[Progress] = None,
+    ) -> list[str]:
         """Load keys with their plaintext secrets, all or nothing.
 
         Secrets are hashed like a person's (``BASIC_GATE_HASH_METHOD``)
-        before the one transaction opens, so a slow KDF holds no locks.
+        before the one transaction opens, so a slow KDF holds no locks, on
+        every core (see :func:`~flask_basic_gate.hashpool.hash_secrets`).
 
         :param create_packages: create the packages that do not exist yet.
+        :param workers: processes to hash on (``None``: every core; ``1``:
+            this process only).
+        :param progress: called with the secrets hashed so far and their
+            number, after each and at least every half second.
         :return: the names of the packages created.
         :raises ImportRowError: see :meth:`check_import`.
         :raises AdminError: a key or package appeared meanwhile; nothing was
             written.
         """
         self.check_import(rows, create_packages=create_packages)
-        stored = [self._hash(row.secret, generated=False) for row in rows]
+        stored = self._hash_all([row.secret for row in rows], workers, progress)
         created: list[str] = []
         conflict = "a key or package of the import was created meanwhile; nothing was imported"
         m = self.models
@@ -538,16 +675,20 @@ class KeyStore:
                     package = packages[row.package] = m.Package(name=row.package)
                     session.add(package)
                     created.append(row.package)
+                # Left out when unknown, so the column's default (now) applies.
+                made = {} if row.created_at is None else {"created_at": utc_naive(row.created_at)}
                 record = m.PackageKey(
                     key=row.key,
                     package=package,
                     status=row.status,
                     owner_email=row.owner_email,
                     owner_name=row.owner_name,
+                    expires_at=utc_naive(row.expires_at),
                     qps=row.qps,
                     quota=row.quota,
                     qps_exempt=row.qps_exempt or None,
                     quota_exempt=row.quota_exempt or None,
+                    **made,
                 )
                 record.secrets.append(m.KeySecret(method=secret.method, value=secret.value))
                 session.add(record)
@@ -646,6 +787,17 @@ class KeyStore:
         check_secret(plain)
         return plain, self._hash(plain, generated=generated)
 
+    def _hash_all(
+        self, secrets: Sequence[str], workers: Optional[int], progress: Optional[Progress]
+    ) -> list[StoredSecret]:
+        """Person-chosen secrets as :meth:`_hash` stores them, on every core."""
+        if self.settings.store_plaintext_secrets:
+            return [StoredSecret(PLAINTEXT, secret) for secret in secrets]
+        hashes = hash_secrets(
+            secrets, self.settings.hash_method, workers=workers, progress=progress
+        )
+        return [StoredSecret(KDF, value) for value in hashes]
+
     def _hash(self, plain: str, *, generated: bool) -> StoredSecret:
         return hash_secret(
             plain,
@@ -653,6 +805,10 @@ class KeyStore:
             kdf_method=self.settings.hash_method,
             plaintext=self.settings.store_plaintext_secrets,
         )
+
+    def _package_names(self, session: Session) -> list[str]:
+        """Every package's name (for suggestions, when a name is unknown)."""
+        return list(session.scalars(select(self.models.Package.name)))
 
     def _packages_named(self, session: Session, names: set[str]) -> dict[str, Any]:
         """The packages of these names that exist (exact matches only)."""
@@ -697,7 +853,8 @@ class KeyStore:
             select(self.models.Package).where(self.models.Package.name == name)
         ).scalar_one_or_none()
         if found is None or found.name != name:
-            raise AdminError(f"no package named {name!r}")
+            suggestion = _did_you_mean(name, self._package_names(session))
+            raise AdminError(f"no package named {name!r}{suggestion}")
         return found
 
     def _key(self, session: Session, key: str) -> Any:
@@ -715,6 +872,30 @@ class KeyStore:
 
 #: Names looked up per query (well under every backend's bound-parameter limit).
 _CHUNK = 500
+
+
+def driver_reason(exc: SQLAlchemyError) -> str:
+    """The first line of the database driver's message, after its type:
+    ``OperationalError: ... database "api" does not exist``.
+
+    Only for a failure to connect or to read the schema: the message of a
+    failed statement may quote its parameters.
+
+    .. versionadded:: 0.1
+    """
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    name = type(original).__name__
+    return f"{name}: {lines[0].strip()}" if lines else name
+
+
+def _did_you_mean(name: str, names: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the closest of ``names``, or ``""``."""
+    close = difflib.get_close_matches(name, names, n=1)
+    if not close:
+        # A name in another case is close whatever its length.
+        close = [other for other in names if other.lower() == name.lower()][:1]
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -788,17 +969,26 @@ def check_key(key: str) -> None:
         raise AdminError("a key must have 1 to 255 characters and no colon or NUL")
 
 
-def check_status(status: str) -> None:
+#: The statuses a key may be imported with, in the gateway's order.
+IMPORT_STATUSES = (WAITING, ACTIVE, DISABLED)
+
+
+def check_status(status: str, *, waiting: bool = False) -> None:
     """Refuse a stored status other than ``active`` or ``disabled``.
 
     The value is not quoted: in an import whose columns are mixed up it
     could be a secret.
 
+    :param waiting: accept ``waiting`` too (an import: no key goes back to
+        ``waiting`` once it left it).
     :raises AdminError: any other value.
 
     .. versionadded:: 0.1
     """
-    if status not in (ACTIVE, DISABLED):
+    if waiting:
+        if status not in IMPORT_STATUSES:
+            raise AdminError(f"the status must be {WAITING!r}, {ACTIVE!r} or {DISABLED!r}")
+    elif status not in (ACTIVE, DISABLED):
         raise AdminError(f"the status must be {ACTIVE!r} or {DISABLED!r}")
 
 
@@ -831,6 +1021,46 @@ def parse_limit(text: str, what: str) -> int:
     return _limit(int(digits) if digits.isdigit() else text, what)
 
 
+# An offset without a colon (+0000, as the gateway writes it), which
+# datetime.fromisoformat reads only from Python 3.11 on.
+_OFFSET = re.compile(r"([+-]\d\d)(\d\d)$")
+
+
+def parse_time(text: str, what: str, *, quote: bool = True) -> dt.datetime:
+    """Read an ISO 8601 date, or date and time, as naive UTC.
+
+    A value without an offset is UTC; ``Z``, ``+02:00`` and the gateway's
+    ``+0000`` (``2017-09-04T11:54:56.000+0000``) are read on every Python.
+
+    :param what: the value's name, for the message (an option or a column).
+    :param quote: name the value in the message (not for a file's cells,
+        where a value in the wrong column could be a secret).
+    :raises AdminError: not ISO 8601, or a date that does not exist
+        (``2027-02-30: day is out of range for month``).
+
+    .. versionadded:: 0.1
+    """
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        # datetime.fromisoformat reads "Z" only from Python 3.11 on.
+        value = value[:-1] + "+00:00"
+    value = _OFFSET.sub(r"\1:\2", value) if "T" in value or " " in value else value
+    named = f"{what} {text!r}" if quote else what
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        if str(exc).startswith("Invalid isoformat string"):
+            raise AdminError(
+                f"{named} is not an ISO 8601 date or time,"
+                " such as 2027-01-31 or 2027-01-31T12:00:00Z"
+            ) from None
+        # Well formed, but no such day or time: say which part is wrong.
+        raise AdminError(f"{named}: {exc}") from None
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return when
+
+
 def check_import_row(row: KeyImport) -> None:
     """Refuse a row of an import that no database could take, without
     reading one: the checks :meth:`KeyStore.check_import` makes on each row
@@ -844,7 +1074,7 @@ def check_import_row(row: KeyImport) -> None:
     check_key(row.key)
     check_secret(row.secret, row.key)
     check_package_name(row.package)
-    check_status(row.status)
+    check_status(row.status, waiting=True)
     check_owner(row.owner_name, row.owner_email)
     for value, what in ((row.qps, "qpsLimitCeiling"), (row.quota, "rateLimitCeiling")):
         if value is not None:

@@ -1,7 +1,8 @@
 """``flask basic-gate`` through Flask's CLI runner, and what a command must print.
 
-A command that writes prints ``database: <URL>`` on stderr first;
-:func:`ok` and :func:`refused` allow that one line.
+Every command prints ``database: <URL>`` on stderr first, and a command that
+wrote says on stderr last where its change went (:data:`ANNOUNCEMENT`);
+:func:`ok` and :func:`refused` allow those lines.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 
 DATABASE_LINE = re.compile(r"database: \S+")
+#: The last line on stderr of a command that wrote: where the change went.
+ANNOUNCEMENT = re.compile(
+    r"announced on Redis \S+|no BASIC_GATE_REDIS_URL: .*|nothing to announce: .*"
+    r"|could not announce this change on Redis .*"
+)
 
 
 def cli_runner(app: Flask) -> FlaskCliRunner:
@@ -30,10 +36,13 @@ def gate(app: Flask, *args: str, input: Optional[str] = None) -> Result:
 
 
 def without_database_line(stderr: str) -> list[str]:
-    """stderr's lines after the ``database:`` line a writing command starts with."""
+    """stderr's lines after the ``database:`` line a command starts with,
+    and before the announcement a command that wrote ends with."""
     lines = stderr.splitlines()
     if lines and DATABASE_LINE.fullmatch(lines[0]):
-        return lines[1:]
+        lines = lines[1:]
+    if lines and ANNOUNCEMENT.fullmatch(lines[-1]):
+        lines = lines[:-1]
     return lines
 
 

@@ -613,8 +613,9 @@ def _quota_limit(info: KeyInfo) -> str:
 def show_key(key: str) -> None:
     """Show KEY: package, state, validity, calls per second and quota,
     owner, live secrets and their expiries. Never shows a secret."""
+    store = _store()
     with _admin_errors():
-        info = _store().show_key(key)
+        info = store.show_key(key)
     lines = [
         ("key", info.key),
         ("package", info.package),
@@ -637,7 +638,6 @@ def show_key(key: str) -> None:
     for number, when in enumerate(info.secret_expiries, 1):
         click.echo(f"  {number}. expires {_iso(when) if when else 'never'}")
     if get_state().settings.usage:
-        store = _store()
         for line in recent_usage(store.engine, store.models, key):
             click.echo(line)
 

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Optional
 
+import click
 from werkzeug.security import generate_password_hash
 
 __all__ = [
@@ -157,11 +158,22 @@ _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(ValueError, click.ClickException):
     """A ``BASIC_GATE_*`` setting has a value the gate cannot use.
+
+    Also a :class:`click.ClickException`, so that under the ``flask``
+    command (``flask run``, ``flask basic-gate ...``) it is one
+    ``Error: ...`` line naming the setting, not a traceback.
 
     .. versionadded:: 0.1
     """
+
+    def __init__(self, message: str) -> None:
+        ValueError.__init__(self, message)
+        click.ClickException.__init__(self, message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1616,7 +1616,7 @@ def test_missing_tables_and_columns_are_named(app_factory: AppFactory) -> None:
     refused(
         gate(app, "show-key", "k"),
         "the gate's tables are missing (basic_gate_package, basic_gate_key,"
-        " basic_gate_secret): run 'flask basic-gate init-db'",
+        " basic_gate_secret, basic_gate_usage): run 'flask basic-gate init-db'",
     )
     ok(gate(app, "init-db"))
     with app.app_context():

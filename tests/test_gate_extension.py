@@ -604,3 +604,32 @@ def test_policy_subclass(app_factory: AppFactory, auth: Any) -> None:
         client.get("/thing", headers=auth("blocked", "s")).get_json()["errorCode"] == "key-inactive"
     )
     assert client.get("/thing", headers=auth("fine", "s")).get_json()["owner"] == "fine@example.com"
+
+
+@pytest.mark.parametrize("command", [["basic-gate", "list-keys"], ["run"]])
+def test_a_bad_setting_is_one_error_line_under_the_flask_command(
+    tmp_path: Any, command: list[str]
+) -> None:
+    """Any app (here the docs' hello.py), not only the example: the
+    ConfigurationError is a click error, so Flask's command prints it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from .support import ROOT
+    from .support.servers import child_env
+
+    shutil.copy(ROOT / "docs" / "quickstart" / "hello.py", tmp_path / "hello.py")
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "hello", *command],
+        cwd=tmp_path,
+        env=child_env(FLASK_BASIC_GATE_CACHE_TTL="abc"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "Error: BASIC_GATE_CACHE_TTL = 'abc' (set by the environment variable"
+        " FLASK_BASIC_GATE_CACHE_TTL) is not valid: expected a number."
+    ]

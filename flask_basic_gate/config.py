@@ -24,6 +24,7 @@ from typing import Any, Optional
 from werkzeug.security import generate_password_hash
 
 __all__ = [
+    "ADMIN_PACKAGES",
     "BIND_KEY",
     "CACHE_SIZE",
     "CACHE_TTL",
@@ -35,6 +36,8 @@ __all__ = [
     "LOOKUP_CONNECTIONS",
     "MASHERY_ALIAS",
     "MASHERY_MODE",
+    "METRICS",
+    "METRICS_PATH",
     "PROTECT_ALL",
     "RATE_LIMIT_HEADERS",
     "REALM",
@@ -43,6 +46,8 @@ __all__ = [
     "STORE_PLAINTEXT_SECRETS",
     "STORE_TIMEOUT",
     "Settings",
+    "USAGE",
+    "USAGE_FLUSH",
     "load_settings",
     "parse_bool",
 ]
@@ -97,6 +102,18 @@ REDIS_URL = "BASIC_GATE_REDIS_URL"
 #: Send the IETF ``RateLimit-Policy`` and ``RateLimit`` fields (and, in
 #: Mashery mode, the gateway's ``X-Plan-*`` headers) on successful responses.
 RATE_LIMIT_HEADERS = "BASIC_GATE_RATE_LIMIT_HEADERS"
+#: Serve the gate's Prometheus metrics at :data:`METRICS_PATH` (needs
+#: ``prometheus_client``: ``pip install flask-basic-gate[metrics]``).
+METRICS = "BASIC_GATE_METRICS"
+#: Where the metrics are served.
+METRICS_PATH = "BASIC_GATE_METRICS_PATH"
+#: The packages whose keys may read the gate's own endpoints (the metrics).
+ADMIN_PACKAGES = "BASIC_GATE_ADMIN_PACKAGES"
+#: Count every decision on a known key per key and UTC day (allowed,
+#: blocked, other) into the ``basic_gate_usage`` table.
+USAGE = "BASIC_GATE_USAGE"
+#: Seconds between two writes of the usage counts held in memory.
+USAGE_FLUSH = "BASIC_GATE_USAGE_FLUSH"
 
 #: The longest cache lifetime allowed: a change made in another process is
 #: seen within this many seconds (without Redis).
@@ -107,6 +124,8 @@ MAX_STORE_TIMEOUT = 60.0
 STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
+#: The longest interval between two writes of the usage counts, in seconds.
+MAX_USAGE_FLUSH = 3600.0
 #: Where :meth:`flask.Config.from_prefixed_env` reads settings from, by default.
 ENV_PREFIX = "FLASK_"
 
@@ -127,6 +146,11 @@ DEFAULTS: dict[str, Any] = {
     REDIS_URL: None,
     RATE_LIMIT_HEADERS: False,
     REPORT_ONLY: False,
+    METRICS: False,
+    METRICS_PATH: "/basic-gate/metrics",
+    ADMIN_PACKAGES: ["admin"],
+    USAGE: True,
+    USAGE_FLUSH: 10,
 }
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -168,6 +192,16 @@ class Settings:
     rate_limit_headers: bool
     #: Decide but never refuse (``BASIC_GATE_REPORT_ONLY``).
     report_only: bool = False
+    #: Serve the Prometheus metrics (``BASIC_GATE_METRICS``).
+    metrics: bool = False
+    #: The metrics' URL path.
+    metrics_path: str = "/basic-gate/metrics"
+    #: The packages whose keys may read the metrics.
+    admin_packages: frozenset[str] = frozenset({"admin"})
+    #: Count usage per key and day (``BASIC_GATE_USAGE``).
+    usage: bool = True
+    #: Seconds between two writes of the usage counts.
+    usage_flush: float = 10.0
 
     #: The ``WWW-Authenticate`` challenge of a 401.
     @property
@@ -228,6 +262,41 @@ def _parse_methods(name: str, value: Any) -> frozenset[str]:
     if unknown:
         raise _bad(name, value, f"{expected} ({unknown[0]!r} is not one)")
     return methods
+
+
+def _parse_packages(name: str, value: Any) -> frozenset[str]:
+    expected = "a list of package names (a JSON list, or names separated by commas or spaces)"
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise _bad(name, value, expected) from None
+        else:
+            value = [part for part in text.replace(",", " ").split() if part]
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, Iterable)
+        or not all(isinstance(p, str) and 0 < len(p.strip()) <= 255 for p in value)
+    ):
+        raise _bad(name, value, expected)
+    packages = frozenset(p.strip() for p in value)
+    if not packages:
+        raise _bad(name, value, f"{expected}, at least one")
+    return packages
+
+
+def _parse_path(name: str, value: Any) -> str:
+    expected = "a URL path such as '/basic-gate/metrics'"
+    if (
+        not isinstance(value, str)
+        or not value.startswith("/")
+        or value == "/"
+        or any(char.isspace() or char in "<>?#" for char in value)
+    ):
+        raise _bad(name, value, expected)
+    return value
 
 
 def _parse_number(
@@ -348,6 +417,8 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         STORE_PLAINTEXT_SECRETS,
         RATE_LIMIT_HEADERS,
         REPORT_ONLY,
+        METRICS,
+        USAGE,
     ):
         config[name] = parse_bool(name, config[name])
     if MASHERY_ALIAS in config:
@@ -387,6 +458,11 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         STORE_TIMEOUT, config[STORE_TIMEOUT], integer=False, upper=MAX_STORE_TIMEOUT, positive=True
     )
     redis_url = _parse_redis_url(REDIS_URL, config[REDIS_URL])
+    config[METRICS_PATH] = _parse_path(METRICS_PATH, config[METRICS_PATH])
+    config[ADMIN_PACKAGES] = _parse_packages(ADMIN_PACKAGES, config[ADMIN_PACKAGES])
+    config[USAGE_FLUSH] = _parse_number(
+        USAGE_FLUSH, config[USAGE_FLUSH], integer=False, upper=MAX_USAGE_FLUSH, positive=True
+    )
 
     if config[STORE_PLAINTEXT_SECRETS]:
         warnings.warn(
@@ -412,4 +488,9 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         redis_url=redis_url,
         rate_limit_headers=config[RATE_LIMIT_HEADERS],
         report_only=config[REPORT_ONLY],
+        metrics=config[METRICS],
+        metrics_path=config[METRICS_PATH],
+        admin_packages=config[ADMIN_PACKAGES],
+        usage=config[USAGE],
+        usage_flush=config[USAGE_FLUSH],
     )

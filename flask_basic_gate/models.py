@@ -18,6 +18,10 @@ Tables (all prefixed ``basic_gate_``):
 ``basic_gate_secret``
     The key's secrets. A key may hold several, each with an optional expiry,
     so a secret can be rotated while the old one works for a grace period.
+``basic_gate_usage``
+    The gate's decisions per key and UTC day: allowed, blocked and other
+    calls, and the count of each errorCode (see :mod:`flask_basic_gate.usage`).
+    Rows are only ever added to, by every process at once.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import threading
 import weakref
 from typing import Any, NamedTuple, Optional
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Integer, String
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
@@ -40,12 +44,15 @@ __all__ = [
     "Models",
     "PackageKeyMixin",
     "PackageMixin",
+    "USAGE_CODES",
+    "UsageMixin",
     "get_models",
 ]
 
 PACKAGE_TABLE = "basic_gate_package"
 KEY_TABLE = "basic_gate_key"
 SECRET_TABLE = "basic_gate_secret"
+USAGE_TABLE = "basic_gate_usage"
 
 
 def _utcnow() -> dt.datetime:
@@ -132,12 +139,70 @@ class KeySecretMixin:
         return f"<KeySecret {self.id} {self.method}>"
 
 
+def _count() -> Mapped[int]:
+    return mapped_column(BigInteger, default=0, server_default="0")
+
+
+#: The errorCodes counted per key and day, each in the ``basic_gate_usage``
+#: column of the same name with ``_`` for ``-``. A new errorCode gets a
+#: column of its own in a new migration.
+USAGE_CODES = (
+    "authorization-required",
+    "basic-authorization-required",
+    "invalid-authorization",
+    "invalid-credentials",
+    "key-inactive",
+    "gate-unavailable",
+    "too-many-failures",
+    "package-not-authorized",
+    "rate-limit-exceeded",
+    "quota-exceeded",
+)
+
+
+class UsageMixin:
+    """Columns of ``basic_gate_usage``: one row per key and UTC day.
+
+    ``allowed``, ``blocked`` and ``other`` are the gateway report's three
+    classes; each errorCode has a column of its own (:data:`USAGE_CODES`),
+    so that every count is added to in place by one upsert, whichever
+    process or host writes it. The requests that named no known key are
+    counted in the row whose key is empty (no key can be).
+
+    .. versionadded:: 0.1
+    """
+
+    key: Mapped[str] = mapped_column(_KEY_STRING, primary_key=True)
+    #: The UTC day.
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True, index=True)
+    #: The key's package when it was last counted (``NULL``: not known then).
+    package: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)
+    allowed: Mapped[int] = _count()
+    blocked: Mapped[int] = _count()
+    other: Mapped[int] = _count()
+    authorization_required: Mapped[int] = _count()
+    basic_authorization_required: Mapped[int] = _count()
+    invalid_authorization: Mapped[int] = _count()
+    invalid_credentials: Mapped[int] = _count()
+    key_inactive: Mapped[int] = _count()
+    gate_unavailable: Mapped[int] = _count()
+    too_many_failures: Mapped[int] = _count()
+    package_not_authorized: Mapped[int] = _count()
+    rate_limit_exceeded: Mapped[int] = _count()
+    quota_exceeded: Mapped[int] = _count()
+
+    def __repr__(self) -> str:
+        return f"<Usage {self.key!r} {self.day}>"
+
+
 class Models(NamedTuple):
     """The concrete model classes made for one ``db`` and bind."""
 
     Package: Any
     PackageKey: Any
     KeySecret: Any
+    #: .. versionadded:: 0.1
+    Usage: Any
 
 
 _cache: weakref.WeakKeyDictionary[Any, dict[Optional[str], Models]] = weakref.WeakKeyDictionary()
@@ -185,4 +250,9 @@ def _build(db: Any, bind_key: Optional[str]) -> Models:
             ),
         },
     )
-    return Models(package, key, secret)
+    usage = type(
+        f"BasicGateUsage{suffix}",
+        (UsageMixin, db.Model),
+        {"__tablename__": USAGE_TABLE, **attrs},
+    )
+    return Models(package, key, secret, usage)

@@ -23,7 +23,7 @@ from flask_basic_gate.store import KeyStore, NewSecret
 #: A cheap KDF for person-chosen secrets in tests (scrypt takes ~0.1 s each).
 FAST_KDF = "pbkdf2:sha256:1000"
 #: The gate's tables, those that point at another first.
-GATE_TABLES = ("basic_gate_secret", "basic_gate_key", "basic_gate_package")
+GATE_TABLES = ("basic_gate_usage", "basic_gate_secret", "basic_gate_key", "basic_gate_package")
 
 
 def gate_app(
@@ -125,6 +125,9 @@ class AppFactory:
 
     def close(self) -> None:
         for app, db in self._made:
+            # The usage counts are written while the tables exist, and the
+            # app's counter is written no more.
+            close_telemetry(app)
             with app.app_context():
                 try:
                     db.drop_all()
@@ -179,8 +182,18 @@ def drop_tables(url: str) -> None:
         engine.dispose()
 
 
+def close_telemetry(app: Flask) -> None:
+    """Close the listeners of the gate on ``app``: its usage counts are
+    written now and never again (the app's tables may go next)."""
+    state = app.extensions.get("basic_gate")
+    if state is not None:
+        state.telemetry.close()
+
+
 def dispose(app: Flask) -> None:
-    """Close the database connections of ``app``'s Flask-SQLAlchemy."""
+    """Close the gate's listeners and the database connections of ``app``'s
+    Flask-SQLAlchemy."""
+    close_telemetry(app)
     with app.app_context():
         for engine in app.extensions["sqlalchemy"].engines.values():
             engine.dispose()

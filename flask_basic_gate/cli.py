@@ -46,6 +46,7 @@ from .store import (
     NewSecret,
     parse_limit,
 )
+from .usage import parse_day, read_usage, recent_usage, usage_csv, usage_json, usage_table
 
 __all__ = ["basic_gate_cli"]
 
@@ -535,6 +536,62 @@ def show_key(key: str) -> None:
         click.echo(f"{name + ':':<14}{value}")
     for number, when in enumerate(info.secret_expiries, 1):
         click.echo(f"  {number}. expires {_iso(when) if when else 'never'}")
+    if get_state().settings.usage:
+        store = _store()
+        for line in recent_usage(store.engine, store.models, key):
+            click.echo(line)
+
+
+@basic_gate_cli.command("usage")
+@click.option("--key", metavar="KEY", help="Only this key.")
+@click.option("--package", metavar="NAME", help="Only the keys of this package.")
+@click.option("--since", metavar="YYYY-MM-DD", help="From this UTC day on.")
+@click.option("--until", metavar="YYYY-MM-DD", help="Up to this UTC day.")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="json adds the counts per errorCode.",
+)
+def usage(
+    key: Optional[str],
+    package: Optional[str],
+    since: Optional[str],
+    until: Optional[str],
+    output: str,
+) -> None:
+    """Show the calls per key and UTC day: allowed, blocked and other.
+
+    Blocked calls came with the key's right secret (or were throttled) and
+    were refused for the key's state, package or plan; other calls are wrong
+    secrets and calls the gate could not check. The row of key '-' counts the
+    calls that named no known key. Servers write their counts every
+    BASIC_GATE_USAGE_FLUSH seconds and when they stop.
+    """
+    try:
+        first = parse_day(since, "--since") if since is not None else None
+        last = parse_day(until, "--until") if until is not None else None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    store = _store()
+    with _admin_errors():
+        rows = read_usage(
+            store.engine, store.models, key=key, package=package, since=first, until=last
+        )
+    if output == "json":
+        click.echo(usage_json(rows))
+    elif output == "csv":
+        click.echo(usage_csv(rows), nl=False)
+    elif rows:
+        _echo_table(usage_table(rows))
+    else:
+        where = [f"of key {key!r}"] if key is not None else []
+        where += [f"in package {package!r}"] if package is not None else []
+        where += [f"from {first}"] if first is not None else []
+        where += [f"until {last}"] if last is not None else []
+        click.echo(" ".join(["no usage", *where]))
 
 
 def _plural(count: int, noun: str) -> str:

@@ -35,6 +35,8 @@ from .cli import basic_gate_cli
 from .guard import Guard, current_key, get_current_key
 from .hashing import KnownGood
 from .kdf import KdfBudget
+from .metrics import ENDPOINT as METRICS_ENDPOINT
+from .metrics import GateMetrics, metrics_view
 from .models import get_models
 from .plans import PlanCounter
 from .policy import GatePolicy
@@ -44,6 +46,7 @@ from .state import EXTENSION_NAME, GateState, get_state
 from .store import KeyStore
 from .telemetry import Fanout, Telemetry
 from .throttle import FailureThrottle
+from .usage import UsageCounter
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -135,7 +138,7 @@ class BasicGate:
         kdf_budget = KdfBudget(settings.kdf_budget) if settings.kdf_budget is not None else None
         plans = PlanCounter(counters, redis_url=settings.redis_url)
         revocation = make_revocation(settings, engine, cache, throttle)
-        telemetry = self._telemetry(app, settings)
+        telemetry = self._telemetry(app, settings, store)
         policy = self.policy_class(
             store,
             settings,
@@ -167,6 +170,10 @@ class BasicGate:
         app.before_request(guard.before_request())
         if settings.rate_limit_headers:
             app.after_request(guard.rate_limit_headers())
+        if settings.metrics:
+            # Guarded by the gate itself, whatever BASIC_GATE_PROTECT_ALL says.
+            view = self.required(packages=settings.admin_packages)(metrics_view())
+            app.add_url_rule(settings.metrics_path, METRICS_ENDPOINT, view, methods=["GET"])
         app.cli.add_command(basic_gate_cli)
         if settings.report_only:
             logger.warning(
@@ -176,9 +183,15 @@ class BasicGate:
             )
 
     @staticmethod
-    def _telemetry(app: Flask, settings: cfg.Settings) -> Telemetry:
-        """The listeners the settings turn on, as one :class:`Telemetry`."""
+    def _telemetry(app: Flask, settings: cfg.Settings, store: KeyStore) -> Telemetry:
+        """The listeners the settings turn on, as one :class:`Telemetry`:
+        Prometheus metrics (``BASIC_GATE_METRICS``) and usage per key and
+        day (``BASIC_GATE_USAGE``)."""
         listeners: list[Telemetry] = []
+        if settings.metrics:
+            listeners.append(GateMetrics())
+        if settings.usage:
+            listeners.append(UsageCounter(store.engine, store.models, settings.usage_flush))
         if len(listeners) == 1:
             return listeners[0]
         return Fanout(listeners) if listeners else Telemetry()

@@ -15,11 +15,24 @@ import pytest
 from flask import Flask
 
 from flask_basic_gate.testing import basic_auth_headers
+from flask_basic_gate.usage import counters
 
 from .support.apps import AppFactory, dispose, provision
 from .support.backends import backend_url, missing
 from .support.example import MakeApp, example_app_at
 from .support.servers import REDIS_SERVER, RedisServer, redis_server
+
+
+@pytest.fixture(autouse=True)
+def usage_counters_end_with_their_test() -> Iterator[None]:
+    """No app's usage counter outlives its test: the flusher thread of the
+    test process would write it later, into tables another test may have
+    dropped (the factory's apps write theirs before their tables go)."""
+    before = set(counters())
+    yield
+    for counter in counters():
+        if counter not in before:
+            counter.closed = True
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])

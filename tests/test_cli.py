@@ -497,6 +497,7 @@ def test_show_key(app: Flask) -> None:
         "owner": "Dev Shop",
         "developer": "dev@example.com",
         "live secrets": "2",
+        "usage": "none in the last 7 days",
     }
     secrets = [line.strip() for line in lines if line.startswith("  ")]
     assert len(secrets) == 2

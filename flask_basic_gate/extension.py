@@ -181,6 +181,14 @@ class BasicGate:
                 " 'would-refuse' instead). Turn it off to enforce.",
                 cfg.REPORT_ONLY,
             )
+        if settings.admin:
+            # Imported only when on; guarded by the gate itself, whatever
+            # BASIC_GATE_PROTECT_ALL says, for the admin packages only.
+            from .admin import make_admin_blueprint
+
+            app.register_blueprint(
+                self.protect(make_admin_blueprint(settings), packages=settings.admin_packages)
+            )
 
     @staticmethod
     def _telemetry(app: Flask, settings: cfg.Settings, store: KeyStore) -> Telemetry:

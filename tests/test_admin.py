@@ -661,10 +661,12 @@ def test_chart_numbers() -> None:
     assert len(chart.bars) == 30 and chart.top == 10
     assert chart.days[0].day == dt.date(2027, 1, 2)
     bar = chart.bars[-1]
-    # Stacked from the base up: allowed, then blocked, then other, to the top.
-    assert bar.allowed == (chart.base - 0.6 * chart.base, 0.6 * chart.base)
-    assert bar.other[0] == 0.0
-    assert sum(part[1] for part in (bar.allowed, bar.blocked, bar.other)) == chart.base
+    # Stacked from the base up: allowed, then blocked, then other, to the ceiling.
+    room = chart.base - chart.ceiling
+    assert bar.allowed == pytest.approx((chart.base - 0.6 * room, 0.6 * room))
+    assert bar.blocked == pytest.approx((chart.base - 0.8 * room, 0.2 * room))
+    assert bar.other == pytest.approx((chart.ceiling, 0.2 * room))
+    assert chart.bars[-2].allowed[1] == pytest.approx(0.1 * room)
     assert chart.total.calls == 11
     empty = usage_chart([], last)
     assert empty.top == 1 and all(b.allowed[1] == 0 for b in empty.bars)

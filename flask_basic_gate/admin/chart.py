@@ -14,6 +14,8 @@ WIDTH = 600
 HEIGHT = 160
 #: Room under the bars for the first and last day's labels.
 LABELS = 20
+#: Room over the bars for the label of the top.
+HEADROOM = 18
 
 
 class DayUsage(NamedTuple):
@@ -62,6 +64,8 @@ class Chart(NamedTuple):
     height: int = HEIGHT
     #: Where the bars stand.
     base: int = HEIGHT - LABELS
+    #: Where the tallest bar ends.
+    ceiling: int = HEADROOM
 
     @property
     def total(self) -> DayUsage:
@@ -99,17 +103,19 @@ def usage_chart(
     series = [found.get(day, DayUsage(day)) for day in _days(first, days)]
     top = max([one.calls for one in series] + [1])
     base = HEIGHT - LABELS
+    scale = (base - HEADROOM) / top
     slot = WIDTH / days
-    width = max(slot - 2, 1)
+    width = round(max(slot - 2, 1), 2)
     bars = []
     for index, one in enumerate(series):
         y = float(base)
         parts = []
         for count in (one.allowed, one.blocked, one.other):
-            height = count * base / top
+            height = count * scale
             y -= height
             parts.append((round(y, 2), round(height, 2)))
-        bars.append(Bar(one, round(index * slot + 1, 2), round(width, 2), *parts))
+        allowed, blocked, other = parts
+        bars.append(Bar(one, round(index * slot + 1, 2), width, allowed, blocked, other))
     return Chart(series, bars, top)
 
 

@@ -180,7 +180,7 @@ def _refused(error: GateError) -> Any:
     body, status = _page(
         "refused.html",
         error.code or 403,
-        error=error,
+        refusal=error,
         # Read, not picked: the policy chose the code (no credentials sent).
         sign_in=error.error_code == "authorization-required",
     )

@@ -114,8 +114,8 @@ def usage_chart(
             height = count * scale
             y -= height
             parts.append((round(y, 2), round(height, 2)))
-        allowed, blocked, other = parts
-        bars.append(Bar(one, round(index * slot + 1, 2), width, allowed, blocked, other))
+        bottom, middle, top_part = parts
+        bars.append(Bar(one, round(index * slot + 1, 2), width, bottom, middle, top_part))
     return Chart(series, bars, top)
 
 

@@ -5,7 +5,9 @@ pages in a real browser against a real server."""
 
 from __future__ import annotations
 
+import configparser
 import datetime as dt
+import fnmatch
 import logging
 import re
 import subprocess
@@ -688,6 +690,26 @@ def test_app_templates_override_the_packages(app_factory: AppFactory, tmp_path: 
     admin = AdminClient(app)
     assert "<h1>Our keys</h1>2" in admin.get("/").get_data(as_text=True)
     assert "<h1>Packages</h1>" in admin.get("/packages").get_data(as_text=True)
+
+
+def test_templates_and_stylesheet_ship_in_wheel_and_sdist() -> None:
+    root = Path(__file__).resolve().parents[1]
+    package = root / "flask_basic_gate" / "admin"
+    shipped = sorted(
+        path.relative_to(package).as_posix()
+        for folder in ("templates", "static")
+        for path in (package / folder).rglob("*")
+        if path.is_file()
+    )
+    assert "templates/basic_gate/admin/keys.html" in shipped
+    assert "static/basic_gate_admin.css" in shipped
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg", encoding="utf-8")
+    globs = setup["options.package_data"]["flask_basic_gate.admin"].split()
+    assert [p for p in shipped if not any(fnmatch.fnmatch(p, g) for g in globs)] == []
+    manifest = (root / "MANIFEST.in").read_text(encoding="utf-8").splitlines()
+    assert "graft flask_basic_gate/admin/templates" in manifest
+    assert "graft flask_basic_gate/admin/static" in manifest
 
 
 # -- the checks themselves ----------------------------------------------------------------

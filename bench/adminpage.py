@@ -9,7 +9,8 @@ yardstick: the member route served to the same key (one guarded request
 that renders nothing). The keys page is timed on its first page, a page
 deep into the keys (keyset pagination), a search that matches one key, a
 state filter that matches none (both read every row), and one package; the
-key page and the usage page too.
+key page and the usage page too, with a usage row for every key today and
+yesterday (every key called every day: the usage page's worst case).
 
 Wrap a run in ``flock /tmp/bench.lock``.
 """
@@ -17,16 +18,22 @@ Wrap a run in ``flock /tmp/bench.lock``.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import shutil
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Optional
 
+from flask import Flask
+from sqlalchemy import insert
+
 from bench.gateapps import gate_app
-from bench.keydb import PACKAGE, ensure_store, key_name
+from bench.keydb import CHUNK, PACKAGE, ensure_store, key_name
 from bench.timing import PATH, Case, calibrate, interleave, make_environ
+from flask_basic_gate import BasicGate
 from flask_basic_gate.testing import basic_auth_header
+from flask_basic_gate.usage import today
 from tests.support.apps import dispose, provision
 
 PREFIX = "/basic-gate/admin"
@@ -48,6 +55,35 @@ def cases(keys: int) -> list[tuple[str, str]]:
     ]
 
 
+def add_usage(app: Flask, keys: int) -> None:
+    """A usage row for each key today and yesterday, with made-up counts."""
+    store = BasicGate.state(app).store
+    table = store.models.Usage.__table__
+    store.create_tables()
+    rows: list[dict[str, object]] = []
+    with store.engine.begin() as conn:
+        for day in (today(), today() - dt.timedelta(days=1)):
+            for index in range(keys):
+                blocked = index % 7
+                rows.append(
+                    {
+                        "key": key_name(index),
+                        "day": day,
+                        "package": PACKAGE,
+                        "allowed": (index * 7919) % 1000,
+                        "blocked": blocked,
+                        "other": index % 3,
+                        "quota_exceeded": blocked,
+                        "invalid_credentials": index % 3,
+                    }
+                )
+                if len(rows) == CHUNK:
+                    conn.execute(insert(table), rows)
+                    rows = []
+        if rows:
+            conn.execute(insert(table), rows)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.adminpage", description=__doc__)
     parser.add_argument("--keys", type=int, default=100_000, help="keys in the store")
@@ -66,8 +102,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         app, _ = gate_app(path, "bench_adminpage", BASIC_GATE_ADMIN=True)
         try:
             provision(app, ADMIN, ADMIN_SECRET, package="admin")
-            with app.app_context():
-                app.extensions["basic_gate"].store.create_tables()  # the usage table
+            add_usage(app, args.keys)
             authorization = basic_auth_header(ADMIN, ADMIN_SECRET)
             timed = [
                 Case(name, app, [make_environ(authorization, path)])

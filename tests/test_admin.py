@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from flask import Flask
@@ -560,6 +561,28 @@ def test_delete_asks_first(app: Flask, admin: AdminClient) -> None:
     assert [info.key for info in store.list_keys()] == [ADMIN_KEY]
     gone = admin.get("/key?key=criticalmix")
     assert gone.status_code == 404
+
+
+def test_the_admin_cannot_lock_itself_out(app: Flask, admin: AdminClient) -> None:
+    for action in ("disable", "delete", "delete-confirmed"):
+        admin.get(f"/key?key={ADMIN_KEY}")
+        refused = admin.post("/key", {"key": ADMIN_KEY, "action": action})
+        assert refused.status_code == 409 and "would lock you out" in admin.page, action
+    assert store_of(app).show_key(ADMIN_KEY).state == "active"
+    admin.get(f"/key?key={ADMIN_KEY}")
+    admin.post("/key", {"key": ADMIN_KEY, "action": "rotate", "secrets": _fingerprint(admin)})
+    assert "sign in again with the new secret" in admin.page
+    rotated = new_secret(admin.page)
+    assert rotated and AdminClient(app, ADMIN_KEY, rotated).get("/").status_code == 200
+
+
+def test_names_are_escaped(app: Flask, admin: AdminClient) -> None:
+    hostile = '<img src=x onerror="alert(1)">&'
+    store_of(app).create_key("members", key=hostile, secret="s", owner_name=hostile)
+    for path in ["/", "/key?key=" + quote(hostile), "/?q=" + quote(hostile)]:
+        page = admin.get(path).get_data(as_text=True)
+        assert hostile not in page, path
+        assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;&amp;" in page, path
 
 
 def test_unknown_action_and_key(app: Flask, admin: AdminClient) -> None:

@@ -146,3 +146,32 @@ def test_key_limits(store: KeyStore) -> None:
     assert none.plan is None and none.period == "day"
     with pytest.raises(AdminError, match="no key"):
         store.key_limits("nobody")
+
+
+def test_top_usage_keys(store: KeyStore) -> None:
+    day = dt.date(2027, 1, 31)
+    rows = [
+        # key, day, allowed, blocked, other
+        ("key-01", day, 10, 0, 0),
+        ("key-02", day, 3, 5, 1),
+        ("key-03", day, 0, 0, 2),
+        ("key-04", day, 9, 1, 0),
+        ("key-05", day, 0, 0, 0),
+        ("", day, 50, 50, 50),  # requests that named no known key
+        ("key-06", day - dt.timedelta(days=1), 99, 99, 99),
+    ]
+    table = store.models.Usage.__table__
+    with store.engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {"key": k, "day": d, "package": "members", "allowed": a, "blocked": b, "other": o}
+                for k, d, a, b, o in rows
+            ],
+        )
+    assert store.top_usage_keys(day) == ["key-01", "key-04", "key-02", "key-03"]
+    assert store.top_usage_keys(day, limit=2) == ["key-01", "key-04"]
+    assert store.top_usage_keys(day, refusals=True) == ["key-02", "key-03", "key-04"]
+    assert store.top_usage_keys(day + dt.timedelta(days=1)) == []
+    with pytest.raises(AdminError, match="1 to 500"):
+        store.top_usage_keys(day, limit=0)

@@ -26,7 +26,7 @@ from ..signals import admin_changed
 from ..state import GateState, get_state
 from ..store import STATES, AdminError, KeyPage
 from ..store.admin import generate_key
-from ..usage import UsageRow, read_usage, today, usage_counter
+from ..usage import UNKNOWN_KEY, UsageRow, read_usage, today, usage_counter
 from .chart import Chart, usage_chart
 from .csrf import TOKEN_FIELD, form_token, origin_problem, secrets_fingerprint, token_problem
 from .forms import iso, read_grace, read_limit, read_quota, read_text, read_when
@@ -334,6 +334,13 @@ def change_key() -> Page:
     action = _KEY_ACTIONS.get(form.get("action", ""))
     if action is None:
         return _page("refused.html", 400, reason="The form names no action this page knows.")
+    if action in (_disable, _delete, _delete_confirmed) and key == _admin().identity.key:
+        return _key(
+            key,
+            error="This is the key you are signed in with: disabling or deleting it would"
+            " lock you out. Sign in with another admin key, or use the command line.",
+            status=409,
+        )
     try:
         return action(key, form)
     except AdminError as exc:
@@ -375,6 +382,8 @@ def _rotate(key: str, form: Any) -> Page:
         done = f"Key {key} has a new secret; the previous ones work for {grace:g} more seconds."
     else:
         done = f"Key {key} has a new secret; the previous ones stopped working."
+    if key == _admin().identity.key:
+        done += " It is the key you are signed in with: sign in again with the new secret."
     return _key(key, notice=_notice(done), new_secret=new.secret)
 
 
@@ -528,26 +537,30 @@ def usage_page() -> Page:
     if problem is None:
         now = today()
         try:
-            rows = read_usage(
-                state.store.engine, state.store.models, since=now - dt.timedelta(days=1), until=now
-            )
+            days = [_top(state, day) for day in (now, now - dt.timedelta(days=1))]
         except SQLAlchemyError as exc:
             problem = _usage_unreadable(state, exc)
-        else:
-            for day in (now, now - dt.timedelta(days=1)):
-                days.append(_top(day, [row for row in rows if row.day == day]))
     return _page("usage.html", 200, days=days, usage_problem=problem)
 
 
-def _top(day: dt.date, rows: list[UsageRow]) -> Top:
-    known = [row for row in rows if row.key is not None]
-    by_calls = sorted(known, key=lambda r: (-(r.allowed + r.blocked + r.other), r.key))
-    by_refusals = sorted(
-        (row for row in known if row.blocked + row.other),
-        key=lambda r: (-(r.blocked + r.other), r.key),
+def _top(state: GateState, day: dt.date) -> Top:
+    # The store orders the day's rows; each top key's row is then read as
+    # the usage report reads it (its package, its errorCodes).
+    store = state.store
+
+    def rows(keys: list[str]) -> list[UsageRow]:
+        found = []
+        for key in keys:
+            found.extend(read_usage(store.engine, store.models, key=key, since=day, until=day))
+        return found
+
+    unknown = read_usage(store.engine, store.models, key=UNKNOWN_KEY, since=day, until=day)
+    return Top(
+        day,
+        rows(store.top_usage_keys(day, limit=TOP)),
+        rows(store.top_usage_keys(day, refusals=True, limit=TOP)),
+        sum(row.allowed + row.blocked + row.other for row in unknown),
     )
-    unknown = sum(row.allowed + row.blocked + row.other for row in rows if row.key is None)
-    return Top(day, by_calls[:TOP], by_refusals[:TOP], unknown)
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -598,9 +611,14 @@ def _notice(text: str) -> Notice:
     return Notice(text, where)
 
 
+def _admin() -> Admin:
+    admin: Admin = getattr(g, _G)
+    return admin
+
+
 def _changed(action: str, target: str, **changes: Any) -> None:
     """Log a committed change with the admin key that made it, and send it."""
-    admin: Admin = getattr(g, _G)
+    admin = _admin()
     key = admin.identity.key
     fields = {"event": "admin-change", "admin": key, "action": action, "target": target}
     # %r keeps a key or a name from forging log lines; no change holds a secret.

@@ -417,6 +417,33 @@ class KeyStore:
                 ),
             )
 
+    def top_usage_keys(self, day: dt.date, *, refusals: bool = False, limit: int = 10) -> list[str]:
+        """The keys with the most calls (or refusals: blocked and other
+        calls) on the UTC ``day``, most first, from ``basic_gate_usage``;
+        only keys with at least one, and never the row of unknown keys.
+
+        One ordered read of the day's rows, for the admin pages; read each
+        key's counts with :func:`flask_basic_gate.usage.read_usage`.
+
+        :raises AdminError: a limit out of 1 to :data:`MAX_PAGE`.
+        :raises sqlalchemy.exc.SQLAlchemyError: the table cannot be read.
+
+        .. versionadded:: 0.1
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise AdminError(f"give 1 to {MAX_PAGE} keys, not {limit!r}")
+        u = self.models.Usage
+        counted = u.blocked + u.other if refusals else u.allowed + u.blocked + u.other
+        query = (
+            select(u.key)
+            # The empty key is the row of the requests that named no known key.
+            .where(u.day == day, u.key != "", counted > 0)
+            .order_by(counted.desc(), u.key)
+            .limit(limit)
+        )
+        with self._session() as session:
+            return list(session.scalars(query))
+
     def show_key(self, key: str) -> KeyInfo:
         """One key, as :meth:`list_keys` shows it.
 

@@ -32,7 +32,14 @@ from flask_basic_gate.usage import today
 from .support import ROOT
 from .support.admin import PREFIX
 from .support.apps import FAST_KDF, dispose, store_of
-from .support.browser import WAIT, chromium, screenshot, screenshot_folder, send_authorization
+from .support.browser import (
+    WAIT,
+    chromium,
+    require_chromium,
+    screenshot,
+    screenshot_folder,
+    send_authorization,
+)
 from .support.example import MEMBER_PATH, example_app_at
 from .support.servers import child_env, flask_run, http_session, serve_in_thread
 
@@ -115,8 +122,7 @@ def seed(app: Flask) -> None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    with chromium():
-        pass  # skip (or fail in CI) before anything starts
+    require_chromium()  # skip (or fail in CI) before anything starts
     folder = tmp_path_factory.mktemp("admin-browser")
     with pytest.MonkeyPatch.context() as patch:
         for name in list(os.environ):

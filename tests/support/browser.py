@@ -29,7 +29,9 @@ SIZES = (("desktop", 1280, 860, False), ("phone", 390, 844, True))
 WAIT = 20.0
 
 
-def _executables() -> tuple[str, str]:
+def require_chromium() -> tuple[str, str]:
+    """The paths of chromium and chromedriver; skips the test (fails it
+    under ``CI=true``) when they or selenium are missing."""
     try:
         import selenium  # noqa: F401
     except ImportError:
@@ -50,7 +52,7 @@ def chromium() -> Iterator[Any]:
     The driver process is Selenium's child, stopped by ``quit()`` (its own
     PID), which closes the browser first.
     """
-    browser, driver_path = _executables()
+    browser, driver_path = require_chromium()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

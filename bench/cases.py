@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import time
@@ -29,6 +30,7 @@ BASICAUTH = "flask-basicauth"
 NAIVE_DB = "naive-db (ORM query, 1k keys)"
 WARM = "gate warm (cache hit)"
 WARM_REDIS = "gate warm, Redis revocation on"
+WARM_METRICS = "gate warm, metrics and usage on"
 #: Where the Redis case's Redis is (the test suite's, when this is unset).
 REDIS_ENV = ("BENCH_REDIS_URL", "BASIC_GATE_TEST_REDIS_URL")
 #: A request without credentials: the guard answers the refusal itself, or,
@@ -79,6 +81,9 @@ def targets(big_keys: int) -> dict[str, Target]:
         # before_request guard on a Flask-SQLAlchemy app.
         WARM: Target((Bound(HOOK_FLOOR, 1.10),)),
         WARM_REDIS: Target((Bound(HOOK_FLOOR, 1.10),)),
+        # Issue 19: Prometheus metrics and usage counting cost a few dict
+        # increments per request.
+        WARM_METRICS: Target((Bound(HOOK_FLOOR, 1.15),)),
         COLD_1K: Target((Bound(BARE, 2.0),)),
         cold_name(big_keys): Target((Bound(BARE, 2.0), Bound(COLD_1K, 1.10, 0.90))),
         mmap_name(big_keys): Target((Bound(BARE, 2.0), Bound(COLD_1K, 1.10, 0.90))),
@@ -167,6 +172,21 @@ def refusal_cases(workdir: Path) -> list[Case]:
         Case(REFUSED, answered, [make_environ()], expect="401"),
         Case(REFUSED_RAISED, raised, [make_environ()], expect="401"),
     ]
+def warm_metrics_case(workdir: Path, notes: list[str]) -> Optional[Case]:
+    """The warm case with ``BASIC_GATE_METRICS`` and ``BASIC_GATE_USAGE`` on:
+    each request counted in Prometheus counters and in the key's usage row.
+    ``None`` (with a note) when prometheus_client is not installed."""
+    if importlib.util.find_spec("prometheus_client") is None:
+        notes.append(f"{WARM_METRICS}: skipped, prometheus_client is not installed")
+        return None
+    app, _ = gate_app(
+        workdir / "warm-metrics.sqlite",
+        "bench_gate_warm_metrics",
+        BASIC_GATE_METRICS=True,
+        BASIC_GATE_USAGE=True,
+    )
+    new = provision(app)
+    return Case(WARM_METRICS, app, [make_environ(basic_auth_header(new.key, new.secret))])
 
 
 def warm_redis_case(workdir: Path, notes: list[str]) -> Optional[Case]:

@@ -154,9 +154,10 @@ def time_cases(settings: Settings, workdir: Path, notes: list[str]) -> tuple[lis
         Case(cases.KDF_AFTER, kdf.app, [kdf.environ]),
         cases.mixed_case(),
     ]
-    warm_redis = cases.warm_redis_case(workdir, notes)
-    if warm_redis is not None:
-        timed.insert(timed.index(next(c for c in timed if c.name == cases.WARM)) + 1, warm_redis)
+    warm_at = timed.index(next(c for c in timed if c.name == cases.WARM)) + 1
+    for extra in (cases.warm_metrics_case(workdir, notes), cases.warm_redis_case(workdir, notes)):
+        if extra is not None:
+            timed.insert(warm_at, extra)
     for case in timed:
         calibrate(case, settings.round_seconds, settings.min_calls)
     _say(f"timing {len(timed)} cases over {settings.rounds} rounds")

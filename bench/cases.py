@@ -172,6 +172,8 @@ def refusal_cases(workdir: Path) -> list[Case]:
         Case(REFUSED, answered, [make_environ()], expect="401"),
         Case(REFUSED_RAISED, raised, [make_environ()], expect="401"),
     ]
+
+
 def warm_metrics_case(workdir: Path, notes: list[str]) -> Optional[Case]:
     """The warm case with ``BASIC_GATE_METRICS`` and ``BASIC_GATE_USAGE`` on:
     each request counted in Prometheus counters and in the key's usage row.

@@ -14,7 +14,7 @@ from .guard import current_key, get_current_key
 from .identity import AnonymousKey, KeyIdentity
 from .policy import Decision, GatePolicy
 from .routing import Requirement
-from .signals import request_authenticated, request_rejected
+from .signals import admin_changed, request_authenticated, request_rejected
 from .state import GateState, get_state
 from .store import AdminError, KeyLookup, KeyStore, NewSecret
 
@@ -37,6 +37,7 @@ __all__ = [
     "Settings",
     "StoreUnavailable",
     "__version__",
+    "admin_changed",
     "current_key",
     "get_current_key",
     "get_state",

@@ -25,7 +25,9 @@ import click
 from werkzeug.security import generate_password_hash
 
 __all__ = [
+    "ADMIN",
     "ADMIN_PACKAGES",
+    "ADMIN_URL_PREFIX",
     "BIND_KEY",
     "CACHE_SIZE",
     "CACHE_TTL",
@@ -115,6 +117,11 @@ ADMIN_PACKAGES = "BASIC_GATE_ADMIN_PACKAGES"
 USAGE = "BASIC_GATE_USAGE"
 #: Seconds between two writes of the usage counts held in memory.
 USAGE_FLUSH = "BASIC_GATE_USAGE_FLUSH"
+#: Serve the admin pages (keys, packages, usage) to keys of
+#: :data:`ADMIN_PACKAGES`, behind the gate itself.
+ADMIN = "BASIC_GATE_ADMIN"
+#: Where the admin pages are served.
+ADMIN_URL_PREFIX = "BASIC_GATE_ADMIN_URL_PREFIX"
 
 #: The longest cache lifetime allowed: a change made in another process is
 #: seen within this many seconds (without Redis).
@@ -152,6 +159,8 @@ DEFAULTS: dict[str, Any] = {
     ADMIN_PACKAGES: ["admin"],
     USAGE: True,
     USAGE_FLUSH: 10,
+    ADMIN: False,
+    ADMIN_URL_PREFIX: "/basic-gate/admin",
 }
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -214,6 +223,10 @@ class Settings:
     usage: bool = True
     #: Seconds between two writes of the usage counts.
     usage_flush: float = 10.0
+    #: Serve the admin pages (``BASIC_GATE_ADMIN``).
+    admin: bool = False
+    #: Where the admin pages are served, without a trailing slash.
+    admin_url_prefix: str = "/basic-gate/admin"
 
     #: The ``WWW-Authenticate`` challenge of a 401.
     @property
@@ -307,6 +320,27 @@ def _parse_path(name: str, value: Any) -> str:
     ):
         raise _bad(name, value, expected)
     return value
+
+
+def _parse_prefix(name: str, value: Any) -> str:
+    # A blueprint's prefix, kept without its trailing slash; "/" alone (or
+    # "//") would put the admin pages over the app's own routes.
+    prefix = _parse_path(name, value).rstrip("/")
+    if not prefix:
+        raise _bad(name, value, "a URL path below the root, such as '/basic-gate/admin'")
+    return prefix
+
+
+def _check_admin_methods(exempt: frozenset[str]) -> None:
+    # The admin pages are read with GET (and HEAD) and changed with POST: a
+    # method let through without credentials would open them to anyone.
+    opened = sorted(exempt & {"GET", "HEAD", "POST"})
+    if opened:
+        raise ConfigurationError(
+            f"{ADMIN} is on, but {EXEMPT_METHODS} lets {', '.join(opened)} through without"
+            f" credentials, which would open the admin pages to anyone: remove"
+            f" {', '.join(opened)} from {EXEMPT_METHODS}, or turn {ADMIN} off."
+        )
 
 
 def _parse_number(
@@ -429,6 +463,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         REPORT_ONLY,
         METRICS,
         USAGE,
+        ADMIN,
     ):
         config[name] = parse_bool(name, config[name])
     if MASHERY_ALIAS in config:
@@ -473,6 +508,9 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
     config[USAGE_FLUSH] = _parse_number(
         USAGE_FLUSH, config[USAGE_FLUSH], integer=False, upper=MAX_USAGE_FLUSH, positive=True
     )
+    config[ADMIN_URL_PREFIX] = _parse_prefix(ADMIN_URL_PREFIX, config[ADMIN_URL_PREFIX])
+    if config[ADMIN]:
+        _check_admin_methods(config[EXEMPT_METHODS])
 
     if config[STORE_PLAINTEXT_SECRETS]:
         warnings.warn(
@@ -503,4 +541,6 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         admin_packages=config[ADMIN_PACKAGES],
         usage=config[USAGE],
         usage_flush=config[USAGE_FLUSH],
+        admin=config[ADMIN],
+        admin_url_prefix=config[ADMIN_URL_PREFIX],
     )

@@ -172,7 +172,10 @@ class BasicGate:
             app.after_request(guard.rate_limit_headers())
         if settings.metrics:
             # Guarded by the gate itself, whatever BASIC_GATE_PROTECT_ALL says.
-            view = self.required(packages=settings.admin_packages)(metrics_view())
+            # Never opened by BASIC_GATE_REPORT_ONLY: a dry run of the gate
+            # must not publish its figures.
+            own = Requirement(packages=settings.admin_packages, always=True)
+            view = self._requiring(own)(metrics_view())
             app.add_url_rule(settings.metrics_path, METRICS_ENDPOINT, view, methods=["GET"])
         app.cli.add_command(basic_gate_cli)
         if settings.report_only:
@@ -181,6 +184,17 @@ class BasicGate:
                 " 'would-refuse' instead). Turn it off to enforce.",
                 cfg.REPORT_ONLY,
             )
+        if settings.admin:
+            # Imported only when on; guarded by the gate itself, whatever
+            # BASIC_GATE_PROTECT_ALL says, for the admin packages only.
+            from .admin import make_admin_blueprint
+
+            admin = make_admin_blueprint(settings)
+            self._routes.protected_blueprints[admin] = Requirement(
+                packages=settings.admin_packages, always=True
+            )
+            self._forget_decisions()
+            app.register_blueprint(admin)
 
     @staticmethod
     def _telemetry(app: Flask, settings: cfg.Settings, store: KeyStore) -> Telemetry:
@@ -252,7 +266,13 @@ class BasicGate:
         Works on async views. Under ``BASIC_GATE_PROTECT_ALL`` the guard has
         already checked the request; it is never checked twice.
         """
-        requirement = Requirement(optional, packages_of(packages))
+        decorate = self._requiring(Requirement(optional, packages_of(packages)))
+        if view is not None:
+            return decorate(view)
+        return decorate
+
+    def _requiring(self, requirement: Requirement) -> Callable[[F], F]:
+        """The decorator that protects a view with ``requirement``."""
 
         def decorate(func: F) -> F:
             if inspect.iscoroutinefunction(func):
@@ -280,8 +300,6 @@ class BasicGate:
             self._forget_decisions()
             return wrapper  # type: ignore[no-any-return]
 
-        if view is not None:
-            return decorate(view)
         return decorate
 
     @overload

@@ -128,8 +128,9 @@ class Guard:
                 requirement, environ.get("HTTP_AUTHORIZATION"), req.remote_addr
             )
         except GateError as error:
-            self.telemetry.decided(None, error, enforced=not self.settings.report_only)
-            return self._refused(req, error)
+            reported = self.settings.report_only and not requirement.always
+            self.telemetry.decided(None, error, enforced=not reported)
+            return self._refused(req, error, reported)
         self.telemetry.decided(decision, None)
         environ[ENVIRON_KEY] = decision
         if decision is None:
@@ -142,7 +143,7 @@ class Guard:
                 request_authenticated.send(self.app, key=identity)
         return None
 
-    def _refused(self, req: Any, error: GateError) -> Any:
+    def _refused(self, req: Any, error: GateError, reported: bool) -> Any:
         if logger.isEnabledFor(logging.INFO):
             _log(
                 logging.INFO,
@@ -154,7 +155,7 @@ class Guard:
                 status=error.code,
             )
         app = self.app
-        if self.settings.report_only:
+        if reported:
             return self._reported(req, error)
         if request_rejected.receivers:
             request_rejected.send(app, error_code=error.error_code, status=error.code)

@@ -34,8 +34,9 @@ from .bounded import BoundedMap
 __all__ = ["BURST_SECONDS", "FAILURE_MEMORY", "RESERVE", "KdfBudget"]
 
 #: The burst, in seconds of the rate: after a quiet time a process may
-#: spend this many seconds' worth of budget at once.
-BURST_SECONDS = 10.0
+#: spend this many seconds' worth of budget at once (a little over ten
+#: scrypt verifications at the default rate, so ten hold on a busy machine).
+BURST_SECONDS = 12.5
 #: The reserve for attempts whose address and key have not failed lately,
 #: as a share of the budget, on top of it.
 RESERVE = 0.25

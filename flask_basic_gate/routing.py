@@ -46,6 +46,9 @@ class Requirement(NamedTuple):
     optional: bool = False
     #: The packages whose keys may use the route (``None``: any package).
     packages: Optional[frozenset[str]] = None
+    #: Refused even under ``BASIC_GATE_REPORT_ONLY``: the gate's own pages
+    #: (metrics, admin) are never opened by a dry run.
+    always: bool = False
 
 
 #: A route that any valid key may use.
@@ -163,7 +166,7 @@ def _narrowest(view: Optional[Requirement], blueprint: Requirement) -> Requireme
         packages = view.packages or blueprint.packages
     else:
         packages = view.packages & blueprint.packages
-    return Requirement(view.optional, packages)
+    return Requirement(view.optional, packages, view.always or blueprint.always)
 
 
 def blueprint_names(endpoint: str) -> list[str]:

@@ -106,3 +106,17 @@ def test_off_by_default(app_factory: AppFactory) -> None:
     app = app_factory()
     assert BasicGate.state(app).settings.report_only is False
     assert app.test_client().get("/thing").status_code == 401
+
+
+def test_the_gates_own_pages_are_still_guarded(app_factory: AppFactory) -> None:
+    pytest.importorskip("prometheus_client")
+    app = reporting_app(app_factory, BASIC_GATE_METRICS=True, BASIC_GATE_ADMIN=True)
+    client = app.test_client()
+    member = basic_auth_headers("criticalmix", "topsecret")
+    for path in ("/basic-gate/metrics", "/basic-gate/admin/"):
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers=member).status_code == 403, path
+    answer = client.get("/basic-gate/metrics", headers=member)
+    assert answer.get_json()["errorCode"] == "package-not-authorized"
+    # The app's own routes are still let through.
+    assert client.get("/thing").status_code == 200

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Callable, NamedTuple, Optional, Union
 
-from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy import ColumnElement, Engine, and_, exists, func, inspect, not_, or_, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from ..models import Models
 from ..plans import check_limit, parse_quota
 from ..records import (
     ACTIVE,
+    DEFAULT_PERIOD,
     DISABLED,
     EXPIRED,
     NOT_YET_VALID,
@@ -45,6 +46,8 @@ __all__ = [
     "ImportRowError",
     "KeyImport",
     "KeyInfo",
+    "KeyLimits",
+    "KeyPage",
     "KeyStore",
     "NewSecret",
     "STATES",
@@ -120,6 +123,46 @@ class KeyInfo(NamedTuple):
     #: :func:`~flask_basic_gate.records.effective_plan`); ``None``: unlimited.
     plan: Optional[Plan] = None
 
+
+class KeyPage(NamedTuple):
+    """One page of keys from :meth:`KeyStore.find_keys`, by key.
+
+    .. versionadded:: 0.1
+    """
+
+    #: The keys on this page, in the order of their key.
+    keys: list[KeyInfo]
+    #: How many keys match the search and filters, over every page.
+    total: int
+    #: The ``before=`` of the previous page, or ``None`` on the first.
+    before: Optional[str]
+    #: The ``after=`` of the next page, or ``None`` on the last.
+    after: Optional[str]
+
+
+class KeyLimits(NamedTuple):
+    """A key's own limits and the plan that applies to it, from
+    :meth:`KeyStore.key_limits`.
+
+    .. versionadded:: 0.1
+    """
+
+    #: The key's own calls per second (``None``: its package's).
+    qps: Optional[int]
+    #: The key's own quota, in :attr:`period` (``None``: its package's).
+    quota: Optional[int]
+    #: No calls-per-second limit for the key.
+    qps_exempt: bool
+    #: No quota for the key.
+    quota_exempt: bool
+    #: The period of the key's quota: its package's, else a day.
+    period: str
+    #: What applies now (package plan, overrides, exemptions); ``None``: unlimited.
+    plan: Optional[Plan]
+
+
+#: The most keys :meth:`KeyStore.find_keys` returns at once.
+MAX_PAGE = 500
 
 #: A quota: ``"5000/day"``, or ``(5000, "day")``.
 Quota = Union[str, tuple[int, str]]
@@ -288,6 +331,141 @@ class KeyStore:
                 stmt = stmt.where(m.Package.name == package)
             found = [self._info(k, now) for k in session.scalars(stmt)]
         return [info for info in found if state is None or info.state == state]
+
+    def find_keys(
+        self,
+        search: Optional[str] = None,
+        *,
+        state: Optional[str] = None,
+        package: Optional[str] = None,
+        after: Optional[str] = None,
+        before: Optional[str] = None,
+        limit: int = 50,
+    ) -> KeyPage:
+        """One page of the keys that match, by key, with their number.
+
+        Pages are found by key (keyset pagination on the key's unique
+        index), so a page deep into many keys costs what the first does.
+
+        :param search: keep keys whose key, developer email or owner name
+            holds this text, in any case.
+        :param state: keep keys in this effective state (see :func:`key_state`).
+        :param package: keep the keys of this package.
+        :param after: the page of keys after this one (a :attr:`KeyPage.after`).
+        :param before: the page of keys before this one (a :attr:`KeyPage.before`).
+        :param limit: keys per page, 1 to :data:`MAX_PAGE`.
+        :raises AdminError: unknown state or package, bad limit, or both
+            ``after`` and ``before``.
+
+        .. versionadded:: 0.1
+        """
+        if state is not None and state not in STATES:
+            raise AdminError(f"the state must be one of {', '.join(STATES)}, not {state!r}")
+        if not 1 <= limit <= MAX_PAGE:
+            raise AdminError(f"a page holds 1 to {MAX_PAGE} keys, not {limit!r}")
+        if after is not None and before is not None:
+            raise AdminError("give after or before, not both")
+        if search is not None and len(search) > MAX_KEY_LENGTH:
+            raise AdminError(f"a search has at most {MAX_KEY_LENGTH} characters")
+        k = self.models.PackageKey
+        now = _now()
+        where: list[ColumnElement[bool]] = []
+        with self._session() as session:
+            if package is not None:
+                where.append(k.package_id == self._package(session, package).id)
+            if state is not None:
+                where.append(_state_filter(k, state, now))
+            if search:
+                where.append(
+                    or_(
+                        k.key.icontains(search, autoescape=True),
+                        k.owner_email.icontains(search, autoescape=True),
+                        k.owner_name.icontains(search, autoescape=True),
+                    )
+                )
+            query = select(k).where(*where)
+            if before is not None:
+                query = query.where(k.key < before).order_by(k.key.desc())
+            else:
+                if after is not None:
+                    query = query.where(k.key > after)
+                query = query.order_by(k.key)
+            found = list(session.scalars(query.limit(limit + 1)))
+            more = len(found) > limit
+            found = found[:limit]
+            if before is not None:
+                found.reverse()
+            keys = [self._info(record, now) for record in found]
+            total = session.scalar(select(func.count()).select_from(k).where(*where)) or 0
+
+            def any_where(extra: ColumnElement[bool]) -> bool:
+                return bool(session.scalar(select(exists().where(*where, extra))))
+
+            if before is not None:
+                previous = keys[0].key if more else None
+                following = keys[-1].key if keys and any_where(k.key > keys[-1].key) else None
+            else:
+                following = keys[-1].key if more else None
+                previous = (
+                    keys[0].key
+                    if after is not None and keys and any_where(k.key < keys[0].key)
+                    else None
+                )
+        return KeyPage(keys, int(total), previous, following)
+
+    def key_limits(self, key: str) -> KeyLimits:
+        """A key's own limits and the plan that applies to it.
+
+        :raises AdminError: no such key.
+
+        .. versionadded:: 0.1
+        """
+        with self._session() as session:
+            record = self._key(session, key)
+            package = record.package
+            return KeyLimits(
+                record.qps,
+                record.quota,
+                bool(record.qps_exempt),
+                bool(record.quota_exempt),
+                package.quota_period or DEFAULT_PERIOD,
+                effective_plan(
+                    package.qps,
+                    package.quota,
+                    package.quota_period,
+                    record.qps,
+                    record.quota,
+                    record.qps_exempt,
+                    record.quota_exempt,
+                ),
+            )
+
+    def top_usage_keys(self, day: dt.date, *, refusals: bool = False, limit: int = 10) -> list[str]:
+        """The keys with the most calls (or refusals: blocked and other
+        calls) on the UTC ``day``, most first, from ``basic_gate_usage``;
+        only keys with at least one, and never the row of unknown keys.
+
+        One ordered read of the day's rows, for the admin pages; read each
+        key's counts with :func:`flask_basic_gate.usage.read_usage`.
+
+        :raises AdminError: a limit out of 1 to :data:`MAX_PAGE`.
+        :raises sqlalchemy.exc.SQLAlchemyError: the table cannot be read.
+
+        .. versionadded:: 0.1
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise AdminError(f"give 1 to {MAX_PAGE} keys, not {limit!r}")
+        u = self.models.Usage
+        counted = u.blocked + u.other if refusals else u.allowed + u.blocked + u.other
+        query = (
+            select(u.key)
+            # The empty key is the row of the requests that named no known key.
+            .where(u.day == day, u.key != "", counted > 0)
+            .order_by(counted.desc(), u.key)
+            .limit(limit)
+        )
+        with self._session() as session:
+            return list(session.scalars(query))
 
     def show_key(self, key: str) -> KeyInfo:
         """One key, as :meth:`list_keys` shows it.
@@ -868,6 +1046,23 @@ class KeyStore:
     def _changed(self, key: str) -> None:
         for listener in self.on_change:
             listener(key)
+
+
+def _state_filter(k: Any, state: str, now: dt.datetime) -> ColumnElement[bool]:
+    """The rule of :func:`key_state` for ``state``, as SQL on the key table."""
+    expired = and_(k.expires_at.is_not(None), k.expires_at <= now)
+    early = and_(k.not_before.is_not(None), k.not_before > now)
+    if state == WAITING:
+        return k.status == WAITING  # type: ignore[no-any-return]
+    if state == DISABLED:
+        # Any stored status but active (and waiting, a state of its own)
+        # refuses the key, as disabled does.
+        return k.status.not_in([ACTIVE, WAITING])  # type: ignore[no-any-return]
+    if state == EXPIRED:
+        return and_(k.status == ACTIVE, expired)
+    if state == NOT_YET_VALID:
+        return and_(k.status == ACTIVE, not_(expired), early)
+    return and_(k.status == ACTIVE, not_(expired), not_(early))
 
 
 #: Names looked up per query (well under every backend's bound-parameter limit).

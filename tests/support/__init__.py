@@ -2,6 +2,10 @@
 
 - :mod:`tests.support.apps`: gate apps and the example app for a test, keys
   in them, a lookup counter, dropping the gate's tables.
+- :mod:`tests.support.admin`: an app with the admin pages, a client that
+  signs in and posts their forms, a reader of their markup.
+- :mod:`tests.support.browser`: a headless Chromium driven by Selenium, and
+  the admin pages' screenshots.
 - :mod:`tests.support.backends`: which database and Redis servers to test against.
 - :mod:`tests.support.cli`: ``flask basic-gate`` through Flask's CLI runner.
 - :mod:`tests.support.docs`: the docs' code blocks and example migrations.

@@ -92,7 +92,7 @@ _SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 LEASE_LIFE = 1.0
 #: Seconds of calls a process takes for a quota at once, at the rate it
 #: sees for the key (QPS batches are sized for the rest of the second).
-QUOTA_HORIZON = 0.25
+QUOTA_HORIZON = 0.5
 #: All processes together hold at most ``limit // HOLD_SHARE`` calls of a
 #: window beyond the ones they are serving: what a window can lose when the
 #: processes holding them get no more calls in it.
@@ -261,7 +261,8 @@ def _held_ends(until: float) -> float:
 # ARGV: holder, now (ms), lapse (ms), share, then per key: limit, want,
 # expire-at (s), returned.
 # A hash holds "t", the calls handed out and not given back, and one field
-# per holder: "calls held beyond the one in use:lapse (ms)".
+# per holder: "calls held beyond the one in use:lapse (ms)" (a holder's
+# older field is overwritten by its next batch, or lapses).
 # Reply: {1, grant, taken, ...} or {0, index refused, held elsewhere until
 # (ms, 0 for none), taken, ...}.
 _TAKE = """
@@ -320,10 +321,10 @@ for i = 1, #KEYS do
   local count = redis.call('HINCRBY', KEYS[i], 't', grant)
   if grant > 1 then
     redis.call('HSET', KEYS[i], holder, (grant - 1) .. ':' .. ARGV[3])
-  else
-    redis.call('HDEL', KEYS[i], holder)
   end
-  redis.call('EXPIREAT', KEYS[i], ARGV[base + 3])
+  if count == grant then
+    redis.call('EXPIREAT', KEYS[i], ARGV[base + 3])
+  end
   reply[#reply + 1] = grant
   reply[#reply + 1] = count
 end
@@ -905,12 +906,13 @@ class PlanCounter:
         """Give ``calls`` back to a window's hash; whether Redis took them."""
         try:
             _give(self.client, [name], [self._holder, calls])
-        except Exception:  # whatever the client raises
+        except Exception as exc:  # whatever the client raises
             logger.warning(
-                "could not give back %d unused plan calls to Redis (tried again within %g s)",
+                "could not give back %d unused plan calls to Redis (%s): they are served"
+                " here, or given back within %g s",
                 calls,
+                type(exc).__name__,
                 LEASE_LIFE,
-                exc_info=True,
             )
             return False
         return True

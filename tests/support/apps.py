@@ -125,6 +125,10 @@ class AppFactory:
 
     def close(self) -> None:
         for app, db in self._made:
+            # Listener threads stop, and calls held from Redis go back.
+            state = BasicGate.state(app)
+            state.revocation.close()
+            state.policy.plans.close()
             with app.app_context():
                 try:
                     db.drop_all()

@@ -21,17 +21,18 @@ nothing.
 
 With ``BASIC_GATE_REDIS_URL`` the calls are taken from Redis in batches
 (:class:`PlanCounter` with a client): a process takes *n* calls of a key's
-current window (its second, its quota window) with one atomic script that
-never hands out more than the limit leaves, serves them from memory, and
-gives back what it did not use when the batch lapses
-(:data:`LEASE_LIFE` after it was taken, or at the window's end) and when it
-stops. *n* follows the rate the process sees for the key (the calls it
-expects in the rest of the second, or in the next :data:`QUOTA_HORIZON`
-seconds) and what the limit leaves: all processes together hold at most
-a tenth of a limit (:data:`HOLD_SHARE`) beyond the calls they are serving,
-so a key near its limit is counted one call at a time, and in a window where
-a call was refused for want of calls, at least ``limit - limit // 10`` were
-served. docs/plans.rst gives the bound and the measurements.
+current windows (its second, its quota window) with one atomic script that
+never hands out more than the limit leaves, serves them from memory until
+the end of the second it took them in (:data:`LEASE_LIFE`), and gives back
+what it did not use: with the key's next take when the key is busy, from a
+reaper thread when it is idle, and when the process stops. *n* is the
+number of calls the process expects in the rest of the second at the rate
+it sees for the key, within what the limit leaves: all processes together
+hold at most a tenth of a limit (:data:`HOLD_SHARE`) beyond the calls they
+are serving, so a key near its limit is counted one call at a time, and in
+a window where a call was refused for want of calls, at least
+``limit - limit // 10`` were served. docs/plans.rst gives the bound and the
+measurements.
 """
 
 from __future__ import annotations
@@ -64,7 +65,6 @@ __all__ = [
     "LEASE_LIFE",
     "OVER_QPS",
     "OVER_QUOTA",
-    "QUOTA_HORIZON",
     "PlanCounter",
     "Usage",
     "parse_quota",
@@ -86,13 +86,15 @@ _SLACK = 60
 #: Most keys remembered as refused; the expired go first, then the oldest.
 MAX_REFUSED = 10_000
 _SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-#: Seconds a process may serve from a batch of calls it took from Redis;
-#: then it gives back what is left. Calls held elsewhere come back by then,
-#: so a process refused while others held calls asks again after it.
+#: The longest a process serves from a batch of calls it took from Redis,
+#: in seconds: a batch serves the rest of the second it was taken in, then
+#: what is left of it goes back (folded into the key's next take, or given
+#: back by the reaper when the key is idle). A process refused while others
+#: held calls asks again once they have lapsed.
 LEASE_LIFE = 1.0
-#: Seconds of calls a process takes for a quota at once, at the rate it
-#: sees for the key (QPS batches are sized for the rest of the second).
-QUOTA_HORIZON = 0.5
+#: Seconds the reaper leaves a lapsed batch to a key still busy: its next
+#: call gives the rest back with its next take, one round trip for both.
+_BUSY = 0.1
 #: All processes together hold at most ``limit // HOLD_SHARE`` calls of a
 #: window beyond the ones they are serving: what a window can lose when the
 #: processes holding them get no more calls in it.
@@ -267,58 +269,62 @@ def _held_ends(until: float) -> float:
 # (ms, 0 for none), taken, ...}.
 _TAKE = """
 local holder, now, share = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
-local taken = {}
-local refused = 0
-for i = 1, #KEYS do
-  local base = 4 * i
-  local returned = tonumber(ARGV[base + 4])
-  local count
-  if returned > 0 and redis.call('EXISTS', KEYS[i]) == 1 then
-    count = redis.call('HINCRBY', KEYS[i], 't', -returned)
-    redis.call('HDEL', KEYS[i], holder)
-  else
-    count = tonumber(redis.call('HGET', KEYS[i], 't') or '0')
-  end
-  taken[i] = count
-  if refused == 0 and count >= tonumber(ARGV[base + 1]) then
-    refused = i
-  end
-end
-local function held_elsewhere(key)
-  local sum, latest = 0, 0
+local taken, held, latest = {}, {}, {}
+-- The calls handed out, what others hold and until when; lapsed fields go.
+local function scan(key)
+  local count, sum, last = 0, 0, 0
   local fields = redis.call('HGETALL', key)
   for j = 1, #fields, 2 do
     local name = fields[j]
-    if name ~= 't' and name ~= holder then
+    if name == 't' then
+      count = tonumber(fields[j + 1])
+    elseif name ~= holder then
       local calls, lapse = string.match(fields[j + 1], '^(%d+):(%d+)$')
       lapse = tonumber(lapse)
       if lapse and lapse > now then
         sum = sum + tonumber(calls)
-        if lapse > latest then latest = lapse end
+        if lapse > last then last = lapse end
       else
         redis.call('HDEL', key, name)
       end
     end
   end
-  return sum, latest
+  return count, sum, last
+end
+local refused = 0
+for i = 1, #KEYS do
+  local base = 4 * i
+  if tonumber(ARGV[base + 2]) > 1 then
+    taken[i], held[i], latest[i] = scan(KEYS[i])
+  else
+    taken[i], held[i], latest[i] = tonumber(redis.call('HGET', KEYS[i], 't') or '0'), 0, nil
+  end
+  -- A returned batch is of this window, whose hash exists.
+  taken[i] = taken[i] - tonumber(ARGV[base + 4])
+  if refused == 0 and taken[i] >= tonumber(ARGV[base + 1]) then
+    refused = i
+  end
 end
 if refused > 0 then
-  local _, latest = held_elsewhere(KEYS[refused])
-  local reply = {0, refused, latest}
-  for i = 1, #KEYS do reply[#reply + 1] = taken[i] end
+  if latest[refused] == nil then
+    local _, _, last = scan(KEYS[refused])
+    latest[refused] = last
+  end
+  local reply = {0, refused, latest[refused]}
+  for i = 1, #KEYS do
+    local returned = tonumber(ARGV[4 * i + 4])
+    if returned > 0 then redis.call('HINCRBY', KEYS[i], 't', -returned) end
+    reply[#reply + 1] = taken[i]
+  end
   return reply
 end
 local reply = {1}
 for i = 1, #KEYS do
   local base = 4 * i
   local limit, want = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
-  local grant = 1
-  if want > 1 then
-    local held = held_elsewhere(KEYS[i])
-    local room = math.floor(limit / share) - held
-    grant = math.max(1, math.min(want, limit - taken[i], room + 1))
-  end
-  local count = redis.call('HINCRBY', KEYS[i], 't', grant)
+  local room = math.floor(limit / share) - held[i]
+  local grant = math.max(1, math.min(want, limit - taken[i], room + 1))
+  local count = redis.call('HINCRBY', KEYS[i], 't', grant - tonumber(ARGV[base + 4]))
   if grant > 1 then
     redis.call('HSET', KEYS[i], holder, (grant - 1) .. ':' .. ARGV[3])
   end
@@ -412,8 +418,14 @@ class _Lease:
     end: float
     #: Quota calls go back to Redis when not used (a second's do not matter).
     returnable: bool
+    #: The key's state (the reaper leaves a busy key's batch to its calls).
+    state: Optional[_KeyState] = None
     #: Given back or folded into a later take: nothing more to serve or return.
     closed: bool = False
+    #: When the reaper looks at it next.
+    reap_at: float = 0.0
+    #: Left once to the key's calls by the reaper.
+    deferred: bool = False
 
     def usable(self, window: tuple[Any, ...], limit: int, now: float, *, lapsed: bool) -> bool:
         return (
@@ -472,7 +484,9 @@ class _Take(NamedTuple):
 
 
 def _want(expected: float) -> int:
-    return max(1, min(MAX_BATCH, math.ceil(expected)))
+    # A little more than expected: what is left goes back with the next
+    # take at no cost, a second take in the same second costs a round trip.
+    return max(1, min(MAX_BATCH, math.ceil(expected * 1.5)))
 
 
 class PlanCounter:
@@ -580,8 +594,10 @@ class PlanCounter:
         until = usage.refused_until(now)
         if usage.over == OVER_QUOTA and self._held_elsewhere:
             held = self._held_elsewhere.pop(key)
-            if held is not None and now < held < until:
-                until = held
+            if held is not None:
+                # Once lapsed, a busy holder's calls come back with its next
+                # take, an idle one's from its reaper.
+                until = min(until, max(now, held) + 2 * _BUSY)
         self.refused.put(key, (usage.plan, until, usage))
 
     def count(self, key: str, plan: Plan, now: Optional[float] = None) -> Usage:
@@ -723,7 +739,8 @@ class PlanCounter:
                     # A lapsed batch of this window goes back with the take.
                     folded, returned = quota, quota.remaining
                     quota.closed, quota.remaining = True, 0
-                want = _want(rate * min(QUOTA_HORIZON, span[1] - now))
+                # The calls expected in the rest of this second, too.
+                want = _want(rate * (1.0 - (now - second)))
                 name = _quota_hash(state.tag, plan.period, span[0])
                 takes.append(_Take(name, plan.quota, want, span[1] + _SLACK, returned, True))
         try:
@@ -733,6 +750,7 @@ class PlanCounter:
                 if folded is not None:
                     # The take that was to give it back did not happen.
                     folded.closed, folded.remaining = False, returned
+                    folded.deadline = min(now + LEASE_LIFE, folded.end)
                     self._due_at(folded)
                 return self._serve_held(key, plan, span, now, exc)
         with self._lock:
@@ -750,9 +768,10 @@ class PlanCounter:
                     take.limit,
                     grant,
                     taken,
-                    min(now + LEASE_LIFE, end),
+                    float(second + 1),
                     end,
                     take.quota,
+                    state,
                 )
                 self._install(state, lease)
             return self._serve(state, plan, span)
@@ -762,7 +781,7 @@ class PlanCounter:
         args: list[Any] = [
             self._holder,
             int(now * 1000),
-            int((now + LEASE_LIFE) * 1000),
+            (math.floor(now) + 1) * 1000,  # when its batches lapse
             HOLD_SHARE,
         ]
         for take in takes:
@@ -922,8 +941,9 @@ class PlanCounter:
     def _due_at(self, lease: _Lease) -> None:
         """Have the reaper look at ``lease`` at its deadline (lock held)."""
         self._sequence += 1
-        first = not self._due or lease.deadline < self._due[0][0]
-        heapq.heappush(self._due, (lease.deadline, self._sequence, lease))
+        lease.reap_at = max(lease.reap_at, lease.deadline)
+        first = not self._due or lease.reap_at < self._due[0][0]
+        heapq.heappush(self._due, (lease.reap_at, self._sequence, lease))
         if self._reaper is None:
             self._reaper = threading.Thread(target=self._reap, name="basic-gate-plans", daemon=True)
             self._reaper.start()
@@ -945,6 +965,18 @@ class PlanCounter:
                     if lease.closed:
                         continue
                     if lease.deadline > now:  # its deadline moved
+                        self._due_at(lease)
+                        continue
+                    state = lease.state
+                    if (
+                        lease.returnable
+                        and lease.remaining > 0
+                        and not lease.deferred
+                        and state is not None
+                        and state.last >= now - _BUSY
+                    ):
+                        lease.deferred = True
+                        lease.reap_at = now + _BUSY
                         self._due_at(lease)
                         continue
                     lease.closed = True
@@ -969,6 +1001,7 @@ class PlanCounter:
                         if self.clock() < lease.end:
                             lease.closed, lease.remaining = False, calls
                             lease.deadline = min(self.clock() + LEASE_LIFE, lease.end)
+                            lease.deferred = False
                             self._due_at(lease)
 
     def _sweep(self, now: float) -> None:

@@ -95,6 +95,9 @@ LEASE_LIFE = 1.0
 #: Seconds the reaper leaves a lapsed batch to a key still busy: its next
 #: call gives the rest back with its next take, one round trip for both.
 _BUSY = 0.1
+#: The shortest time a key's rate is measured over when it has just become
+#: busy (a few calls at once are not a rate).
+_RAMP = 0.1
 #: All processes together hold at most ``limit // HOLD_SHARE`` calls of a
 #: window beyond the ones they are serving: what a window can lose when the
 #: processes holding them get no more calls in it.
@@ -263,41 +266,49 @@ def _held_ends(until: float) -> float:
 # ARGV: holder, now (ms), lapse (ms), share, then per key: limit, want,
 # expire-at (s), returned.
 # A hash holds "t", the calls handed out and not given back, and one field
-# per holder: "calls held beyond the one in use:lapse (ms)" (a holder's
-# older field is overwritten by its next batch, or lapses).
+# per process that took calls: "calls held beyond the one in use:lapse
+# (ms)", overwritten by its next take, dropped 2 s after it lapsed.
 # Reply: {1, grant, taken, ...} or {0, index refused, held elsewhere until
 # (ms, 0 for none), taken, ...}.
 _TAKE = """
 local holder, now, share = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
-local taken, held, latest = {}, {}, {}
--- The calls handed out, what others hold and until when; lapsed fields go.
+local taken, held, latest, own, holders = {}, {}, {}, {}, {}
+-- The calls handed out; what others hold and until when; how many others
+-- took calls lately (held or not: each gets a fair share of what may be
+-- held); whether the caller has a field. Fields older than that go.
 local function scan(key)
-  local count, sum, last = 0, 0, 0
+  local count, sum, last, mine, others = 0, 0, 0, false, 0
   local fields = redis.call('HGETALL', key)
   for j = 1, #fields, 2 do
     local name = fields[j]
     if name == 't' then
       count = tonumber(fields[j + 1])
-    elseif name ~= holder then
+    elseif name == holder then
+      mine = true
+    else
       local calls, lapse = string.match(fields[j + 1], '^(%d+):(%d+)$')
-      lapse = tonumber(lapse)
-      if lapse and lapse > now then
-        sum = sum + tonumber(calls)
-        if lapse > last then last = lapse end
+      calls, lapse = tonumber(calls), tonumber(lapse)
+      if lapse and lapse > now - 2000 then
+        others = others + 1
+        if lapse > now and calls > 0 then
+          sum = sum + calls
+          if lapse > last then last = lapse end
+        end
       else
         redis.call('HDEL', key, name)
       end
     end
   end
-  return count, sum, last
+  return count, sum, last, mine, others
 end
 local refused = 0
 for i = 1, #KEYS do
   local base = 4 * i
   if tonumber(ARGV[base + 2]) > 1 then
-    taken[i], held[i], latest[i] = scan(KEYS[i])
+    taken[i], held[i], latest[i], own[i], holders[i] = scan(KEYS[i])
   else
     taken[i], held[i], latest[i] = tonumber(redis.call('HGET', KEYS[i], 't') or '0'), 0, nil
+    holders[i] = 0
   end
   -- A returned batch is of this window, whose hash exists.
   taken[i] = taken[i] - tonumber(ARGV[base + 4])
@@ -322,10 +333,14 @@ local reply = {1}
 for i = 1, #KEYS do
   local base = 4 * i
   local limit, want = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
-  local room = math.floor(limit / share) - held[i]
+  -- What may be held, less what others hold, and no more than a fair
+  -- share of it: each holder and this one alike.
+  local most = math.floor(limit / share)
+  local room = math.min(most - held[i], math.floor(most / (holders[i] + 1)))
   local grant = math.max(1, math.min(want, limit - taken[i], room + 1))
   local count = redis.call('HINCRBY', KEYS[i], 't', grant - tonumber(ARGV[base + 4]))
-  if grant > 1 then
+  if grant > 1 or want == 1 or own[i] then
+    -- What it holds now (its earlier batch is used up or given back).
     redis.call('HSET', KEYS[i], holder, (grant - 1) .. ':' .. ARGV[3])
   end
   if count == grant then
@@ -446,7 +461,7 @@ class _Lease:
 class _KeyState:
     """What a process knows of one key: its batches, and its rate."""
 
-    __slots__ = ("before", "calls", "last", "qps", "quota", "second", "tag")
+    __slots__ = ("before", "burst", "calls", "first", "last", "qps", "quota", "second", "tag")
 
     def __init__(self, key: str) -> None:
         # A fixed-size name in one cluster slot ("{tag}") for all of a
@@ -458,16 +473,24 @@ class _KeyState:
         self.calls = 0
         self.before = 0
         self.last = 0.0
+        self.first = 0.0
+        self.burst = 0
 
     def seen(self, now: float, second: int) -> float:
-        """Count a call; the calls of the last second, this one included."""
+        """Count a call; the rate of the key's calls, per second: those of
+        the last second (this one included), or those since the key became
+        busy, when that was less than a second ago."""
         if second != self.second:
             self.before = self.calls if second == self.second + 1 else 0
             self.calls = 0
             self.second = second
+        if now - self.last > 1.0:
+            self.first, self.burst = now, 0
         self.calls += 1
+        self.burst += 1
         self.last = now
-        return self.before * (1.0 - (now - second)) + self.calls
+        last_second = self.before * (1.0 - (now - second)) + self.calls
+        return max(last_second, self.burst / max(now - self.first, _RAMP))
 
 
 class _Take(NamedTuple):

@@ -600,7 +600,8 @@ def test_calls_held_by_another_process_come_back_within_a_second(redis_url: str)
         now = time.time()
         other.remember_refusal(key, usage._replace(over="quota"), now)
         memo = other.refused.get(key)
-        assert memo is not None and memo[1] <= now + LEASE_LIFE
+        # Until shortly after they lapse (not until the day ends).
+        assert memo is not None and memo[1] <= now + LEASE_LIFE + 0.2
         # They come back within LEASE_LIFE of the holder's last call.
         while True:
             usage = other.count(key, plan)

@@ -457,6 +457,10 @@ class _Lease:
         and with this batch, less what is left of it."""
         return self.taken - self.remaining
 
+    def span(self) -> tuple[int, int]:
+        """A quota batch's window: its start and end."""
+        return int(self.window[1]), int(self.end)
+
 
 class _KeyState:
     """What a process knows of one key: its batches, and its rate."""
@@ -727,9 +731,7 @@ class PlanCounter:
 
     def _count_batched(self, key: str, plan: Plan, now: float) -> Usage:
         second = math.floor(now)
-        span = window(plan.period, now) if plan.quota is not None else None
         qps_window = (second,)
-        quota_window = (plan.period, span[0]) if span is not None else ()
         takes: list[_Take] = []
         folded: Optional[_Lease] = None
         returned = 0
@@ -739,14 +741,30 @@ class PlanCounter:
                 state = self._keys[key] = _KeyState(key)
             rate = state.seen(now, second)
             qps, quota = state.qps, state.quota
+            # Every call comes here: plain tests, no calls.
             need_qps = plan.qps is not None and not (
-                qps is not None and qps.usable(qps_window, plan.qps, now, lapsed=False)
+                qps is not None
+                and qps.remaining > 0
+                and not qps.closed
+                and now < qps.deadline
+                and qps.window[0] == second
+                and qps.limit == plan.qps
             )
+            # A batch knows its window: the calendar is read only for a take.
             need_quota = plan.quota is not None and not (
-                quota is not None and quota.usable(quota_window, plan.quota, now, lapsed=False)
+                quota is not None
+                and quota.remaining > 0
+                and not quota.closed
+                and now < quota.deadline
+                and quota.window[1] <= now
+                and quota.window[0] == plan.period
+                and quota.limit == plan.quota
             )
             if not need_qps and not need_quota:
-                return self._serve(state, plan, span)
+                held = None if quota is None or plan.quota is None else quota.span()
+                return self._serve(state, plan, held)
+            span = window(plan.period, now) if plan.quota is not None else None
+            quota_window = (plan.period, span[0]) if span is not None else ()
             if need_qps:
                 assert plan.qps is not None
                 # The calls expected in the rest of this second.

@@ -341,12 +341,14 @@ def plan_redis_tables(settings: Settings, workdir: Path) -> tuple[list[str], lis
     app, gate = gate_app(store, "bench_plan_redis_setup")
     busy = provision(app)
     limited = add_package_key(app, None, None, package="limited")
+    free = add_package_key(app, None, None, package="free")
     with app.app_context():
         # Far from both limits: every timed call is counted and served.
         gate.store.update_package(PACKAGE, qps=10**9, quota="2000000000/month")
         gate.store.update_package("limited", qps=ADMISSION_QPS)
     busy_auth = basic_auth_header(busy.key, busy.secret)
     limited_auth = basic_auth_header(limited.key, limited.secret)
+    free_auth = basic_auth_header(free.key, free.secret)
     rows: list[list[str]] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-lua-") as scripts:
@@ -356,6 +358,7 @@ def plan_redis_tables(settings: Settings, workdir: Path) -> tuple[list[str], lis
             connections = 2 * workers
             exempt: list[float] = []
             gated: list[float] = []
+            unplanned: list[float] = []
             counted = spent = spent_all = errors = 0
             with (
                 redis_server() as server,
@@ -373,11 +376,16 @@ def plan_redis_tables(settings: Settings, workdir: Path) -> tuple[list[str], lis
                     # Warm-up: workers import lazily, caches fill, rates are seen.
                     httpmode.wrk(exempt_url, busy_auth, 1, connections=connections)
                     httpmode.wrk(member_url, busy_auth, 1, connections=connections)
+                    httpmode.wrk(member_url, free_auth, 1, connections=connections)
                     for _ in range(settings.http_rounds):
                         run = httpmode.wrk(
                             exempt_url, busy_auth, settings.http_seconds, connections=connections
                         )
                         exempt.append(run.requests_per_second)
+                        run = httpmode.wrk(
+                            member_url, free_auth, settings.http_seconds, connections=connections
+                        )
+                        unplanned.append(run.requests_per_second)
                         before = _commands(client)
                         run = httpmode.wrk(
                             member_url, busy_auth, settings.http_seconds, connections=connections
@@ -402,6 +410,7 @@ def plan_redis_tables(settings: Settings, workdir: Path) -> tuple[list[str], lis
             whole = [counts[second] for second in sorted(counts)[1:-1]]
             exempt_rate, gate_rate = statistics.median(exempt), statistics.median(gated)
             ratio = gate_rate / exempt_rate
+            free_ratio = statistics.median(unplanned) / exempt_rate
             per_1000 = 1000 * spent / max(counted, 1)
             met = ratio >= PLAN_RATIO_TARGET and per_1000 <= PLAN_COMMANDS_TARGET
             rows.append(
@@ -410,6 +419,7 @@ def plan_redis_tables(settings: Settings, workdir: Path) -> tuple[list[str], lis
                     f"{exempt_rate:,.0f}",
                     f"{gate_rate:,.0f}",
                     f"{ratio:.2f}x",
+                    f"{free_ratio:.2f}x",
                     f"{per_1000:.1f}",
                     f"{1000 * spent_all / max(counted, 1):.1f}",
                     f"{min(whole, default=0)}-{max(whole, default=0)} of {ADMISSION_QPS}",
@@ -422,7 +432,8 @@ def plan_redis_tables(settings: Settings, workdir: Path) -> tuple[list[str], lis
         f"median of {settings.http_rounds} alternating wrk runs -c(2 x workers)"
         f" -d{settings.http_seconds:g}s per route; targets: >= {PLAN_RATIO_TARGET:.2f}x the"
         f" exempt route, <= {PLAN_COMMANDS_TARGET:g} Redis commands per 1,000 calls"
-        " (scripts' own included; 'all' adds revocation's pings); QPS admitted: 200s in each"
+        " (scripts' own included; 'all' adds revocation's pings); 'no plan': a key without a"
+        " plan on the same server, the gate's own cost; QPS admitted: 200s in each"
         f" whole second of a {settings.http_seconds + 2:g} s run on a key limited to"
         f" {ADMISSION_QPS}/s"
     )
@@ -431,12 +442,13 @@ def plan_redis_tables(settings: Settings, workdir: Path) -> tuple[list[str], lis
         "exempt req/s",
         "gate+plan req/s",
         "x exempt",
+        "no plan x exempt",
         "cmds/1k calls",
         "all cmds/1k",
         "QPS admitted/s",
         "result",
     ]
-    right = [True, True, True, True, True, True, True, False]
+    right = [True, True, True, True, True, True, True, True, False]
     return table(header, rows, right), notes
 
 

@@ -404,7 +404,10 @@ class _Script:
 
 
 class ReplicaLag(Exception):
-    """No replica acknowledged a take in time: a failover could lose it."""
+    """No replica acknowledged a take in time: a failover could lose it.
+
+    .. versionadded:: 0.1
+    """
 
     def __init__(self, reply: Any) -> None:
         super().__init__("no replica acknowledged the take")

@@ -21,13 +21,12 @@ import pytest
 from flask import Flask
 
 from flask_basic_gate import BasicGate
+from flask_basic_gate.config import ConfigurationError, load_settings
 from flask_basic_gate.testing import basic_auth_headers
 
 from .support.apps import AppFactory, provision
 from .support.backends import missing
 from .support.redisnodes import Cluster, SentinelSet, ask, cluster, missing_tools, sentinel_set
-
-pytestmark = pytest.mark.server
 
 #: Longest a test waits for a message, a reconnection or a failover.
 DEADLINE = 15.0
@@ -103,6 +102,7 @@ def serve_cached(app: Flask, key: str) -> None:
 # -- each topology --------------------------------------------------------------
 
 
+@pytest.mark.server
 def test_plan_counters_are_shared(app_factory: AppFactory, topology: str) -> None:
     here, there = two_processes(app_factory, topology)
     # QPS and quota: both windows go in one script, so in one slot.
@@ -111,6 +111,7 @@ def test_plan_counters_are_shared(app_factory: AppFactory, topology: str) -> Non
     assert get(there, key)[1]["errorCode"] == "quota-exceeded"
 
 
+@pytest.mark.server
 def test_failure_counters_are_shared(app_factory: AppFactory, topology: str) -> None:
     here, there = two_processes(app_factory, topology, BASIC_GATE_FAILURE_LIMIT="2/minute")
     key = new_key(here)
@@ -120,6 +121,7 @@ def test_failure_counters_are_shared(app_factory: AppFactory, topology: str) -> 
     assert (status, body["errorCode"]) == (429, "too-many-failures")
 
 
+@pytest.mark.server
 def test_revocation_reaches_the_other_process(app_factory: AppFactory, topology: str) -> None:
     here, there = two_processes(app_factory, topology)
     key = new_key(here)
@@ -130,6 +132,7 @@ def test_revocation_reaches_the_other_process(app_factory: AppFactory, topology:
     assert get(here, key)[1]["errorCode"] == "key-inactive"
 
 
+@pytest.mark.server
 def test_cluster_keeps_a_key_in_one_slot_and_spreads_keys(
     app_factory: AppFactory, redis_cluster: Cluster
 ) -> None:
@@ -163,6 +166,7 @@ def own_sentinel(tmp_path: Path) -> Iterator[SentinelSet]:
         yield made
 
 
+@pytest.mark.server
 def test_sentinel_failover_loses_no_revocation_and_never_exceeds_a_plan(
     app_factory: AppFactory, own_sentinel: SentinelSet
 ) -> None:
@@ -207,6 +211,7 @@ def test_sentinel_failover_loses_no_revocation_and_never_exceeds_a_plan(
     assert failed_over < DEADLINE
 
 
+@pytest.mark.server
 def test_sentinel_serves_no_call_a_replica_does_not_have(
     app_factory: AppFactory, own_sentinel: SentinelSet
 ) -> None:
@@ -224,3 +229,39 @@ def test_sentinel_serves_no_call_a_replica_does_not_have(
     finally:
         replica.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
     wait_until(lambda: get(app, fresh)[0] == 200, "served again once the replica answers")
+
+
+# -- the URL ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "rediss://:secret@redis.internal:6380/1",
+        "unix:///run/redis.sock?db=2",
+        "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster",
+        "redis+sentinel://user:secret@sentinel:26379/mymaster",
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+    ],
+)
+def test_redis_url_forms_are_taken(url: str) -> None:
+    settings = load_settings({"BASIC_GATE_REDIS_URL": url})
+    assert settings.redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("localhost:6379", "scheme"),
+        ("http://localhost:6379", "scheme"),
+        ("redis+sentinel://:hunter2@127.0.0.1:26379", "service name"),
+        ("redis+sentinel://127.0.0.1/mymaster", "port"),
+        ("redis+cluster://127.0.0.1:7000,:hunter2@:x", "port"),
+    ],
+)
+def test_redis_url_refused_without_showing_it(url: str, why: str) -> None:
+    with pytest.raises(ConfigurationError, match=why) as refused:
+        load_settings({"BASIC_GATE_REDIS_URL": url})
+    assert "hunter2" not in str(refused.value)
+    assert "BASIC_GATE_REDIS_URL" in str(refused.value)

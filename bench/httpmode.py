@@ -42,6 +42,8 @@ class WrkResult:
     socket_errors: int = 0
     #: What wrk printed, including anything its Lua script wrote.
     output: str = ""
+    #: Requests completed.
+    requests: int = 0
 
 
 def missing_tools() -> Optional[str]:
@@ -111,20 +113,58 @@ def read_wrk(output: str) -> WrkResult:
     sockets = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
     )
+    total = re.search(r"(\d+) requests in", output)
     return WrkResult(
         float(rate.group(1)),
         int(errors.group(1)) if errors else 0,
         sum(int(count) for count in sockets.groups()) if sockets else 0,
         output,
+        int(total.group(1)) if total else 0,
     )
 
 
+#: A wrk script that counts the 200 answers of each second (the client's
+#: clock) and prints them as ``second <POSIX second> <count>`` lines.
+PER_SECOND_LUA = """
+local threads = {}
+counts = {}
+function setup(thread)
+  table.insert(threads, thread)
+end
+function response(status, headers, body)
+  if status == 200 then
+    local now = os.time()
+    counts[now] = (counts[now] or 0) + 1
+  end
+end
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for second, count in pairs(thread:get("counts")) do
+      io.write(string.format("second %d %d\\n", second, count))
+    end
+  end
+end
+"""
+
+
+def read_per_second(output: str) -> dict[int, int]:
+    """The 200 answers of each second, from a :data:`PER_SECOND_LUA` run."""
+    return {int(second): int(count) for second, count in re.findall(r"second (\d+) (\d+)", output)}
+
+
 def wrk(
-    url: str, authorization: str, seconds: float, *, connections: int = CONNECTIONS
+    url: str,
+    authorization: str,
+    seconds: float,
+    *,
+    connections: int = CONNECTIONS,
+    script: Optional[Path] = None,
 ) -> WrkResult:
     """Run wrk against ``url`` for ``seconds`` with the given ``Authorization`` header."""
     output = subprocess.run(
-        wrk_command(url, seconds, connections=connections, authorization=authorization),
+        wrk_command(
+            url, seconds, connections=connections, authorization=authorization, script=script
+        ),
         capture_output=True,
         text=True,
         check=True,

@@ -2,10 +2,15 @@
 
 ``python -m bench.plans [--redis URL] [--rounds N] [--calls N]`` serves the
 member route in-process with a cached key and counts, per request, the
-round trips to the counters' storage (``incr`` calls, or one per pipeline)
-and the median time per request, for: no plan, QPS only, and QPS and quota
-(one pipeline on Redis), beside a bare redis-py ``PING`` round trip when a
-Redis URL is given (the floor).
+round trips to the counters' storage (``incr`` calls, or one per pipeline;
+on Redis, one per batch the process takes) and the median time per
+request, for: no plan, QPS only, and QPS and quota, beside a bare redis-py
+``PING`` round trip when a Redis URL is given (the floor).
+
+``python -m bench.plans --http [--quick]`` runs only the HTTP table of
+``python -m bench --http``: gunicorn on 2 and 4 workers, the gate with a
+plan on a Redis of its own against the exempt route of the same server,
+Redis commands per 1,000 calls, and a QPS limit's admission per second.
 
 Wrap a run in ``flock /tmp/bench.lock``.
 """
@@ -68,9 +73,23 @@ class _Counted:
         return _Client()
 
 
+class _CountedBatches(PlanCounter):
+    """Batches on Redis, counting the round trips: one per take or give-back."""
+
+    trips = 0
+
+    def _take(self, takes: Any, now: float) -> Any:
+        self.trips += 1
+        return super()._take(takes, now)
+
+    def _give(self, name: str, calls: int) -> bool:
+        self.trips += 1
+        return super()._give(name, calls)
+
+
 def _case(
     workdir: Path, name: str, redis: Optional[str], plan: dict[str, Any]
-) -> tuple[Any, dict[str, Any], _Counted]:
+) -> tuple[Any, dict[str, Any], Any]:
     from flask_basic_gate.backends import make_storage
 
     app, gate = gate_app(workdir / f"{name}.sqlite", name)
@@ -79,8 +98,12 @@ def _case(
         if plan:
             gate.store.update_package(PACKAGE, **plan)
         policy = BasicGate.state().policy
-    counted = _Counted(make_storage(redis))
-    policy.plans = PlanCounter(counted)  # type: ignore[arg-type]
+    counted: Any
+    if redis is None:
+        counted = _Counted(make_storage(None))
+        policy.plans = PlanCounter(counted)
+    else:
+        counted = policy.plans = _CountedBatches(redis_url=redis)
     environ = make_environ(basic_auth_header(new.key, new.secret))
     check(app, environ, name)  # warms the cache
     return app, environ, counted
@@ -91,7 +114,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--redis", help="a Redis URL for the counters (default: memory)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument(
+        "--http", action="store_true", help="run the HTTP table of python -m bench --http only"
+    )
+    parser.add_argument("--quick", action="store_true", help="with --http: shorter wrk runs")
     args = parser.parse_args(argv)
+    if args.http:
+        return _http(quick=args.quick)
     cases: list[tuple[str, dict[str, Any]]] = [
         ("no plan", {}),
         ("qps only", {"qps": _QPS}),
@@ -127,6 +156,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"{name:22} {trips[name]:.2f} round trips/request  {median:8.1f} us/request")
     if args.redis:
         print(f"{'redis-py PING (floor)':22} 1.00 round trips/request  {_ping(args.redis):8.1f} us")
+    return 0
+
+
+def _http(*, quick: bool) -> int:
+    from bench import httpmode, run
+
+    httpmode.exit_on_sigterm()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        run._plan_redis(run.QUICK if quick else run.FULL, Path(tmp))
     return 0
 
 

@@ -4,7 +4,10 @@
 ``python bench/run.py`` from the repository root. The exit status is 0
 whatever the numbers are; only a crash fails the run. ``--flood`` adds
 hostile traffic (:mod:`bench.flood`), and ``--quick`` runs a shorter flood
-too, so CI sees it.
+too, so CI sees it. ``--http`` and ``--quick`` serve the gate with a plan
+counted on a Redis of the run's own beside the exempt route of the same
+server, on 2 and 4 gunicorn workers (``python -m bench.plans --http`` runs
+that table alone).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -20,7 +22,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+from urllib.parse import urljoin
 
 if __package__ in (None, ""):
     # Run as a script: make the repository root importable instead of bench/,
@@ -30,7 +33,7 @@ if __package__ in (None, ""):
 from bench import cases, flood, httpmode, keydb, machine, peers, profiling, serve, servers
 from bench.gateapps import gate_app, provision
 from bench.keydb import PACKAGE
-from bench.report import Figure, Row, figure_table, timing_table
+from bench.report import Figure, Row, figure_table, table, timing_table
 from bench.timing import Case, calibrate, interleave
 from flask_basic_gate.testing import basic_auth_header
 
@@ -293,39 +296,178 @@ def http_figures(settings: Settings, workdir: Path) -> list[Figure]:
     ]
 
 
-#: gunicorn workers of the many-workers comparison (issue 11 asks for 4).
-MANY_WORKERS = 4
+#: gunicorn workers of the plan-on-Redis comparison.
+PLAN_WORKERS = (2, 4)
+#: The calls per second of the key whose admission is measured: well below
+#: what the server answers, so demand stays above it.
+ADMISSION_QPS = 500
+#: Targets: the gate with a plan on Redis against the exempt route of the
+#: same server, and the Redis commands a busy key costs.
+PLAN_RATIO_TARGET = 0.9
+PLAN_COMMANDS_TARGET = 100.0
+#: Commands of connections and of revocation's pub/sub, not of counting.
+NOT_COUNTING = ("info", "ping", "subscribe", "unsubscribe", "publish", "hello", "client", "select")
 
 
-def http_redis_figures(settings: Settings, workdir: Path) -> list[Figure]:
-    """Requests per second of 4 gunicorn workers serving the bare route and
-    the gate with a plan (calls per second and a quota) counted on Redis,
-    wrk runs alternating. Empty when no Redis URL is given."""
-    url = next((os.environ[name] for name in cases.REDIS_ENV if os.environ.get(name)), None)
-    if url is None:
-        return []
-    store = workdir / "http-redis.sqlite"
-    app, gate = gate_app(store, "bench_http_redis_setup")
-    new = provision(app)
+def _commands(client: Any) -> tuple[int, int]:
+    """Commands Redis ran so far (``INFO commandstats``, those scripts run
+    included): those that count calls, and all but ``INFO``."""
+    stats = client.info("commandstats")
+    counting = everything = 0
+    for name, entry in stats.items():
+        command = name[len("cmdstat_") :]
+        if command != "info":
+            everything += entry["calls"]
+        if command not in NOT_COUNTING:
+            counting += entry["calls"]
+    return counting, everything
+
+
+def plan_redis_tables(settings: Settings, workdir: Path) -> tuple[list[str], list[str]]:
+    """The gate with a plan (QPS and quota, far from both) counted on a
+    Redis of its own against the exempt route of the same gunicorn server,
+    on 2 and 4 workers, wrk runs alternating; the Redis commands per 1,000
+    counted calls (``INFO commandstats`` deltas); and how much of a QPS
+    limit a key under more demand gets each second.
+
+    :return: the table's lines, and notes.
+    """
+    import redis
+
+    from bench.serve import EXEMPT_PATH
+    from tests.support.apps import provision as add_package_key
+    from tests.support.servers import redis_server
+
+    store = workdir / "plan-redis.sqlite"
+    app, gate = gate_app(store, "bench_plan_redis_setup")
+    busy = provision(app)
+    limited = add_package_key(app, None, None, package="limited")
+    free = add_package_key(app, None, None, package="free")
     with app.app_context():
-        # High enough that no timed call is refused: every call is counted.
+        # Far from both limits: every timed call is counted and served.
         gate.store.update_package(PACKAGE, qps=10**9, quota="2000000000/month")
-    rates, errors, setup = _alternating_wrk(
-        settings,
-        {
-            "bare": (basic_auth_header(peers.KEY, peers.SECRET), None),
-            "gate_redis": (basic_auth_header(new.key, new.secret), store),
-        },
-        workers=MANY_WORKERS,
-        env={serve.REDIS_URL_ENV: url},
+        gate.store.update_package("limited", qps=ADMISSION_QPS)
+    busy_auth = basic_auth_header(busy.key, busy.secret)
+    limited_auth = basic_auth_header(limited.key, limited.secret)
+    free_auth = basic_auth_header(free.key, free.secret)
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-lua-") as scripts:
+        per_second = Path(scripts) / "per-second.lua"
+        per_second.write_text(httpmode.PER_SECOND_LUA, encoding="utf-8")
+        for workers in PLAN_WORKERS:
+            connections = 2 * workers
+            exempt: list[float] = []
+            gated: list[float] = []
+            unplanned: list[float] = []
+            counted = spent = spent_all = errors = 0
+            with (
+                redis_server() as server,
+                httpmode.serving(
+                    "plan_redis",
+                    busy_auth,
+                    store=store,
+                    workers=workers,
+                    env={serve.REDIS_URL_ENV: server.url},
+                ) as member_url,
+            ):
+                client = redis.Redis.from_url(server.url)
+                try:
+                    exempt_url = urljoin(member_url, EXEMPT_PATH)
+                    # Warm-up: workers import lazily, caches fill, rates are seen.
+                    httpmode.wrk(exempt_url, busy_auth, 1, connections=connections)
+                    httpmode.wrk(member_url, busy_auth, 1, connections=connections)
+                    httpmode.wrk(member_url, free_auth, 1, connections=connections)
+                    for _ in range(settings.http_rounds):
+                        run = httpmode.wrk(
+                            exempt_url, busy_auth, settings.http_seconds, connections=connections
+                        )
+                        exempt.append(run.requests_per_second)
+                        run = httpmode.wrk(
+                            member_url, free_auth, settings.http_seconds, connections=connections
+                        )
+                        unplanned.append(run.requests_per_second)
+                        before = _commands(client)
+                        run = httpmode.wrk(
+                            member_url, busy_auth, settings.http_seconds, connections=connections
+                        )
+                        after = _commands(client)
+                        gated.append(run.requests_per_second)
+                        counted += run.requests
+                        errors += run.errors
+                        spent += after[0] - before[0]
+                        spent_all += after[1] - before[1]
+                    admission = httpmode.wrk(
+                        member_url,
+                        limited_auth,
+                        settings.http_seconds + 2,
+                        connections=connections,
+                        script=per_second,
+                    )
+                finally:
+                    client.close()
+            counts = httpmode.read_per_second(admission.output)
+            # The first and last seconds are cut by the run's start and end.
+            whole = [counts[second] for second in sorted(counts)[1:-1]]
+            exempt_rate, gate_rate = statistics.median(exempt), statistics.median(gated)
+            ratio = gate_rate / exempt_rate
+            free_ratio = statistics.median(unplanned) / exempt_rate
+            per_1000 = 1000 * spent / max(counted, 1)
+            met = ratio >= PLAN_RATIO_TARGET and per_1000 <= PLAN_COMMANDS_TARGET
+            rows.append(
+                [
+                    str(workers),
+                    f"{exempt_rate:,.0f}",
+                    f"{gate_rate:,.0f}",
+                    f"{ratio:.2f}x",
+                    f"{free_ratio:.2f}x",
+                    f"{per_1000:.1f}",
+                    f"{1000 * spent_all / max(counted, 1):.1f}",
+                    f"{min(whole, default=0)}-{max(whole, default=0)} of {ADMISSION_QPS}",
+                    "PASS" if met else "MISS",
+                ]
+            )
+            if errors:
+                notes.append(f"{workers} workers: {errors} non-2xx answers on the busy key")
+    notes.append(
+        f"median of {settings.http_rounds} alternating wrk runs -c(2 x workers)"
+        f" -d{settings.http_seconds:g}s per route; targets: >= {PLAN_RATIO_TARGET:.2f}x the"
+        f" exempt route, <= {PLAN_COMMANDS_TARGET:g} Redis commands per 1,000 calls"
+        " (scripts' own included; 'all' adds revocation's pings); 'no plan': a key without a"
+        " plan on the same server, the gate's own cost; QPS admitted: 200s in each"
+        f" whole second of a {settings.http_seconds + 2:g} s run on a key limited to"
+        f" {ADMISSION_QPS}/s"
     )
-    bare, gated = (statistics.median(rates[name]) for name in ("bare", "gate_redis"))
-    return [
-        Figure(f"bare, {MANY_WORKERS} workers, requests/s", bare, "req/s"),
-        Figure("gate + plan on Redis, requests/s", gated, "req/s", note="QPS and quota counted"),
-        Figure("gate + plan on Redis / bare", gated / bare, "x", precision=2, note=setup),
-        Figure("non-2xx responses", errors, "", limit=1, precision=0),
+    header = [
+        "workers",
+        "exempt req/s",
+        "gate+plan req/s",
+        "x exempt",
+        "no plan x exempt",
+        "cmds/1k calls",
+        "all cmds/1k",
+        "QPS admitted/s",
+        "result",
     ]
+    right = [True, True, True, True, True, True, True, True, False]
+    return table(header, rows, right), notes
+
+
+def _plan_redis(settings: Settings, workdir: Path) -> None:
+    """Print the plan-on-Redis table, or why it was skipped."""
+    from tests.support.servers import REDIS_SERVER
+
+    missing = httpmode.missing_tools() or (
+        "redis-server is not on PATH" if REDIS_SERVER is None else None
+    )
+    if missing is not None:
+        print(f"\nhttp, plan on Redis: skipped, {missing}")
+        return
+    _say("serving the gate with a plan on Redis, and its exempt route, under wrk")
+    lines, notes = plan_redis_tables(settings, workdir)
+    _print_table("http, gate with a plan on Redis vs the exempt route (127.0.0.1)", lines)
+    for note in notes:
+        print(f"  note: {note}")
 
 
 def _print_table(title: str, lines: list[str]) -> None:
@@ -377,14 +519,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             else:
                 _say("serving with gunicorn under wrk")
                 _print_table("http (127.0.0.1)", figure_table(http_figures(settings, workdir)))
-                many = http_redis_figures(settings, workdir)
-                if many:
-                    _print_table(
-                        f"http, {MANY_WORKERS} workers, plan on Redis (127.0.0.1)",
-                        figure_table(many),
-                    )
-                else:
-                    print(f"\nhttp on Redis: skipped, set {cases.REDIS_ENV[0]} to a redis:// URL")
+        if args.http or args.quick:
+            _plan_redis(settings, workdir)
         if args.flood or args.quick:
             missing = httpmode.missing_tools()
             if missing is not None:

@@ -5,6 +5,8 @@
 named by the ``BENCH_GATE_STORE`` environment variable (cache on, defaults);
 ``gunicorn "bench.serve:gate_redis()"`` the same with its revocation and
 plan counters on the Redis named by ``BENCH_GATE_REDIS``;
+``gunicorn "bench.serve:plan_redis()"`` adds an exempt route to it, the
+yardstick of the plan-on-Redis case of ``python -m bench --http``;
 ``gunicorn "bench.serve:flood()"`` adds an exempt route and trusts
 ``X-Forwarded-For``, for :mod:`bench.flood`; ``flood_short_cache()`` is the
 same with a one-second decision cache.
@@ -20,6 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bench import peers
 from bench.gateapps import gate_app
+from flask_basic_gate import BasicGate
 
 #: Environment variable naming the SQLite store the gate app opens.
 STORE_ENV = "BENCH_GATE_STORE"
@@ -51,6 +54,25 @@ def gate_redis() -> Flask:
     return app
 
 
+def plan_redis() -> Flask:
+    """:func:`gate_redis` with an exempt :data:`EXEMPT_PATH`: the same
+    server answers the gate with a plan and the route the gate lets by."""
+    app, gate = gate_app(
+        Path(os.environ[STORE_ENV]),
+        "bench_serve_plan_redis",
+        BASIC_GATE_REDIS_URL=os.environ[REDIS_URL_ENV],
+    )
+    _add_exempt(app, gate)
+    return app
+
+
+def _add_exempt(app: Flask, gate: BasicGate) -> None:
+    @app.get(EXEMPT_PATH)
+    @gate.exempt
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+
 def flood_short_cache() -> Flask:
     """:func:`flood` with ``BASIC_GATE_CACHE_TTL = 1``: a valid client's
     key is read again every second (and its secret, if person-chosen, is
@@ -67,11 +89,7 @@ def flood(**config: object) -> Flask:
     from many addresses while their traffic stays on 127.0.0.1.
     """
     app, gate = gate_app(Path(os.environ[STORE_ENV]), "bench_serve_flood", **config)
-
-    @app.get(EXEMPT_PATH)
-    @gate.exempt
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    _add_exempt(app, gate)
 
     # Flask's documented idiom: wrap wsgi_app, so the factory still returns
     # the Flask app.

@@ -99,8 +99,9 @@ STORE_TIMEOUT = "BASIC_GATE_STORE_TIMEOUT"
 #: counting what would have been refused: to run beside the gateway until
 #: the two agree. Never leave it on.
 REPORT_ONLY = "BASIC_GATE_REPORT_ONLY"
-#: A Redis URL: revocation reaches every process at once and counters are
-#: shared (``None``: each process on its own).
+#: A Redis URL (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``
+#: or ``redis+cluster://``): revocation reaches every process at once and
+#: counters are shared (``None``: each process on its own).
 REDIS_URL = "BASIC_GATE_REDIS_URL"
 #: Send the IETF ``RateLimit-Policy`` and ``RateLimit`` fields (and, in
 #: Mashery mode, the gateway's ``X-Plan-*`` headers) on successful responses.
@@ -386,10 +387,27 @@ def _parse_failure_limit(name: str, value: Any) -> Optional[str]:
 
 
 def _parse_redis_url(name: str, value: Any) -> Optional[str]:
+    """Read ``BASIC_GATE_REDIS_URL``: one server (``redis://``, ``rediss://``
+    for TLS, ``unix://``), a Sentinel (``redis+sentinel://host:port[,...]/service``)
+    or a Cluster (``redis+cluster://host:port[,...]``), as redis-py and
+    :mod:`limits` take them (see :mod:`flask_basic_gate.backends`).
+
+    The error shows ``<url>`` instead of the value, which may hold a password.
+    """
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-        raise _bad(name, "<url>" if isinstance(value, str) else value, "a redis:// URL, or None")
+    expected = (
+        "a redis://, rediss://, unix://, redis+sentinel://host:port[,host:port...]/service"
+        " or redis+cluster://host:port[,host:port...] URL, or None"
+    )
+    if not isinstance(value, str):
+        raise _bad(name, value, expected)
+    from .backends import parse_redis_url
+
+    try:
+        parse_redis_url(value)
+    except ValueError as exc:
+        raise _bad(name, "<url>", f"{expected} ({exc})") from None
     return value
 
 

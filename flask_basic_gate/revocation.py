@@ -21,6 +21,13 @@ depends on Redis: the store is read instead of the cache.
 The listener starts lazily, in the process that serves the first request
 (so after a pre-forking server's fork, and never in a CLI command), and
 reconnects by itself with a growing back-off.
+
+On a Sentinel the publisher and the listener talk to the current master
+(each new connection asks the sentinels), so a failover is one more
+reconnection. On a Cluster, messages on a channel reach every node (classic
+pub/sub is broadcast over the cluster bus): the listener subscribes through
+redis-py's ``RedisCluster.pubsub`` on one node, the publisher publishes on
+any.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Optional
 
-from .backends import redis_client
+from .backends import redis_client, redis_errors
 from .telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -172,11 +179,17 @@ class RedisRevocation(Revocation):
         self._publish({"client": client, "key": key, "until": until})
 
     def _publish(self, message: dict[str, Any]) -> None:
-        import redis
-
+        text = json.dumps(message, separators=(",", ":"))
         try:
-            self._publisher.publish(self.channel, json.dumps(message, separators=(",", ":")))
-        except redis.RedisError as exc:
+            try:
+                self._publisher.publish(self.channel, text)
+            except redis_errors():
+                # Once more on a new connection: after a failover the first
+                # attempt may go to the old master, while listeners already
+                # hear the new one (a Sentinel client asks for the master at
+                # each new connection).
+                self._publisher.publish(self.channel, text)
+        except redis_errors() as exc:
             self.telemetry.redis_error("revocation")
             # The change is committed; processes that cannot hear Redis
             # either stop trusting their caches within TRUST_WINDOW seconds.
@@ -227,8 +240,7 @@ class RedisRevocation(Revocation):
         self._publisher.close()
 
     def _run(self) -> None:
-        import redis
-
+        errors = redis_errors()
         stop = self._stop
         backoff = FIRST_BACKOFF
         while not stop.is_set():
@@ -238,7 +250,7 @@ class RedisRevocation(Revocation):
                 pubsub.subscribe(self.channel)
                 if self._listen(pubsub, stop):
                     backoff = FIRST_BACKOFF
-            except (redis.RedisError, OSError) as exc:
+            except errors as exc:
                 self._lost(type(exc).__name__)
             finally:
                 self._distrust()

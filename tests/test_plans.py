@@ -8,6 +8,7 @@ without sleeping.
 from __future__ import annotations
 
 import calendar
+import hashlib
 import time
 import uuid
 from typing import Any, Callable, Optional
@@ -17,7 +18,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from flask_basic_gate import AdminError, BasicGate, GateError, KeyIdentity
-from flask_basic_gate.plans import PlanCounter, gateway_date, parse_quota, window
+from flask_basic_gate.plans import LEASE_LIFE, PlanCounter, gateway_date, parse_quota, window
 from flask_basic_gate.records import Plan, effective_plan
 from flask_basic_gate.store import UNSET, KeyImport
 from flask_basic_gate.testing import basic_auth_headers
@@ -26,6 +27,7 @@ from .support.apps import AppFactory, QueryCounter, gate_app, store_of
 from .support.cli import gate as run_cli
 from .support.cli import ok, refused
 from .support.docs import example_migrations
+from .support.servers import RedisServer
 
 MASHERY = "BASIC_GATE_KEEP_MASHERY_DEFAULT_RESPONSE_CODE"
 HEADERS = "BASIC_GATE_RATE_LIMIT_HEADERS"
@@ -496,31 +498,173 @@ def test_two_workers_share_counts_on_redis(app_factory: AppFactory, redis_url: s
     assert [get(app, key, "s").status_code for app in apps] == [200, 200, 200, 429]
 
 
-def test_qps_and_quota_in_one_redis_round_trip(
+def test_a_take_is_one_redis_round_trip_for_qps_and_quota(
     monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
-    url = redis_url
     redis = pytest.importorskip("redis")
-    from flask_basic_gate.backends import make_storage
-
-    counter = PlanCounter(make_storage(url), clock=Clock(JAN_END))
+    counter = PlanCounter(redis_url=redis_url)
     plan = Plan(100, 1000, "day")
     key = f"k-{uuid.uuid4().hex}"
-    counter.count(key, plan)  # connects
-    sent: list[int] = []
-    real = redis.connection.Connection.send_packed_command
+    try:
+        counter.count(key, plan)  # connects, loads the script
+        sent: list[int] = []
+        real = redis.connection.Connection.send_packed_command
 
-    def send(self: Any, command: Any, check_health: bool = True) -> None:
-        sent.append(1)  # one write per round trip: a pipeline is written whole
-        real(self, command, check_health)
+        def send(self: Any, command: Any, check_health: bool = True) -> None:
+            sent.append(1)  # one write per round trip
+            real(self, command, check_health)
 
-    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", send)
-    usage = counter.count(key, plan)
-    assert len(sent) == 1
-    assert (usage.qps_count, usage.quota_count) == (2, 2)
-    # The counters expire with their windows, as limits' own would.
-    name = f"basic-gate-plan/quota/day/{key}/{window('day', JAN_END)[0]}"
-    assert counter.storage.get_expiry(name) > time.time()
+        monkeypatch.setattr(redis.connection.Connection, "send_packed_command", send)
+        trips = []
+        for _ in range(30):
+            before = len(sent)
+            usage = counter.count(key, plan)
+            trips.append(len(sent) - before)
+        # A take is one round trip for both limits; calls between are
+        # served from memory.
+        assert set(trips) == {0, 1}, trips
+        assert usage.qps_count is not None and usage.quota_count is not None
+    finally:
+        counter.close()
+    # The window's hash expires with it, as limits' counters would.
+    name = f"basic-gate-plan:{{{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}}}"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        quota = client.keys(name + ":quota:*")
+        assert len(quota) == 1
+        assert 0 < client.ttl(quota[0]) <= 86400 + 60
+    finally:
+        client.close()
+
+
+def commands(client: Any) -> int:
+    """Commands the server ran so far (``INFO commandstats``), ``INFO`` aside."""
+    stats = client.info("commandstats")
+    return sum(entry["calls"] for name, entry in stats.items() if name != "cmdstat_info")
+
+
+def test_a_busy_key_costs_few_redis_commands_and_every_call_is_counted(
+    own_redis: RedisServer,
+) -> None:
+    """Two processes' counters on a busy key far from its limits: at most
+    100 commands per 1,000 calls (the scripts' own included), and once they
+    stop, Redis counts exactly the calls served."""
+    import redis
+
+    calls = 6000
+    plan = Plan(10**6, 10**6, "day")
+    key = f"k-{uuid.uuid4().hex}"
+    counters = [PlanCounter(redis_url=own_redis.url) for _ in range(2)]
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        for turn in range(calls // 2):  # busy: the rate is known
+            counters[turn // 50 % 2].count(key, plan)
+        before = commands(client)
+        for turn in range(calls):
+            usage = counters[turn // 50 % 2].count(key, plan)
+            assert usage.qps_count is not None and usage.quota_count is not None
+            assert usage.qps_count <= plan.qps and usage.quota_count <= plan.quota
+        spent = commands(client) - before
+        assert spent <= calls / 10, f"{spent} commands for {calls} calls"
+        for counter in counters:
+            counter.close()
+        assert counters[0].quota_used(key, plan) == calls + calls // 2
+    finally:
+        client.close()
+        for counter in counters:
+            counter.close()
+
+
+def test_calls_held_by_another_process_come_back_within_a_second(redis_url: str) -> None:
+    quota = 100
+    plan = Plan(None, quota, "day")
+    key = f"k-{uuid.uuid4().hex}"
+    holder, other = PlanCounter(redis_url=redis_url), PlanCounter(redis_url=redis_url)
+    try:
+        served = 0
+        # A busy process takes batches: stop while it holds calls unused.
+        while True:
+            served += holder.count(key, plan).quota_count is not None
+            held = holder._keys[key].quota
+            if held is not None and held.remaining > 0:
+                break
+            assert served < quota // 2, "no batch was ever held"
+        last_use = time.monotonic()
+        while True:
+            usage = other.count(key, plan)
+            assert usage.quota_count is not None
+            if usage.quota_count > quota:
+                break
+            served += 1
+        assert served < quota  # the holder's calls are missing
+        now = time.time()
+        other.remember_refusal(key, usage._replace(over="quota"), now)
+        memo = other.refused.get(key)
+        # Until shortly after they lapse (not until the day ends).
+        assert memo is not None and memo[1] <= now + LEASE_LIFE + 0.2
+        # They come back within LEASE_LIFE of the holder's last call.
+        while True:
+            usage = other.count(key, plan)
+            assert usage.quota_count is not None
+            if usage.quota_count <= quota:
+                break
+            assert time.monotonic() - last_use < LEASE_LIFE + 0.5, "never given back"
+            time.sleep(0.01)
+        back = time.monotonic() - last_use
+        assert back < LEASE_LIFE + 0.5
+        served += 1
+        while other.count(key, plan).quota_count in range(1, quota + 1):
+            served += 1
+        assert served == quota
+    finally:
+        holder.close()
+        other.close()
+
+
+def test_a_served_call_refused_anyway_goes_back_into_the_batch(redis_url: str) -> None:
+    counter = PlanCounter(redis_url=redis_url)
+    plan = Plan(None, 100, "day")
+    key = f"k-{uuid.uuid4().hex}"
+    try:
+        counter.count(key, plan)
+        usage = counter.count(key, plan)
+        assert counter.give_back(key, usage, time.time()) == usage
+        assert counter.count(key, plan).quota_count == usage.quota_count
+        # A call reported over a limit used up nothing: nothing goes back.
+        over = usage._replace(quota_count=101)
+        count = counter.count(key, plan).quota_count
+        counter.give_back(key, over, time.time())
+        assert count is not None and counter.count(key, plan).quota_count == count + 1
+    finally:
+        counter.close()
+
+
+def test_redis_down_serves_the_calls_held_then_answers_503(
+    app_factory: AppFactory, own_redis: RedisServer
+) -> None:
+    app = app_factory({"BASIC_GATE_REDIS_URL": own_redis.url})
+    with app.app_context():
+        store = BasicGate.state().store
+        store.create_package("members", quota="1000/day")
+        store.create_key("members", key="k1", secret="s1")
+    plans = BasicGate.state(app).policy.plans
+    while True:
+        assert get(app).status_code == 200
+        lease = plans._keys["k1"].quota
+        if lease is not None and lease.remaining > 1:
+            break
+    held = lease.remaining
+    own_redis.stop()
+    statuses = [get(app).status_code for _ in range(held + 3)]
+    assert statuses == [200] * held + [503] * 3
+    response = get(app)
+    assert response.get_json()["errorCode"] == "gate-unavailable"
+    assert response.headers["Retry-After"] == "1"
+    own_redis.start()
+    deadline = time.monotonic() + 5
+    while get(app).status_code != 200:
+        assert time.monotonic() < deadline, "not served again after Redis came back"
+        time.sleep(0.01)
 
 
 # -- the commands -------------------------------------------------------------
@@ -738,6 +882,9 @@ def test_list_keys_shows_the_quota_used_on_redis(app_factory: AppFactory, redis_
         store.create_key("free", key=free, secret="s")
     for _ in range(3):
         assert get(server, key, "s").status_code == 200
+    # Calls the server took and did not serve go back (within a second, or
+    # as it stops): then Redis counts the calls served.
+    BasicGate.state(server).policy.plans.close()
     # Another process (the CLI) reads the same counters.
     admin = app_factory({"BASIC_GATE_REDIS_URL": url}, create=False)
     lines = ok(run_cli(admin, "list-keys"))

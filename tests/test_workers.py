@@ -28,8 +28,9 @@ from flask_basic_gate.revocation import TRUST_WINDOW
 
 from .support import ROOT
 from .support.apps import FAST_KDF, dispose
-from .support.backends import backend_url
+from .support.backends import backend_url, missing
 from .support.example import MEMBER_PATH
+from .support.redisnodes import cluster, missing_tools, sentinel_set
 from .support.servers import RedisServer, ServerProcess, child_env, gunicorn_run, http_session
 from .support.workerapp import WORKER_PATH
 
@@ -48,6 +49,7 @@ class Deployment:
     env: dict[str, str]
     key: str
     secret: str
+    workers: int = WORKERS
 
     @property
     def url(self) -> str:
@@ -85,7 +87,7 @@ def until_every_worker(
     (``time.monotonic()``)."""
     seen: dict[int, float] = {}
     end = time.monotonic() + DEADLINE
-    while len(seen) < WORKERS:
+    while len(seen) < deployment.workers:
         pid, yes = ask()
         if yes:
             seen.setdefault(pid, time.monotonic())
@@ -159,13 +161,21 @@ def database(tmp_path: Path) -> str:
 
 @contextlib.contextmanager
 def deploy(
-    database: str, redis_url: Optional[str], *, quota: Optional[str] = None
+    database: str,
+    redis_url: Optional[str],
+    *,
+    quota: Optional[str] = None,
+    qps: Optional[int] = None,
+    workers: int = WORKERS,
+    preload: bool = True,
 ) -> Iterator[Deployment]:
     """The example's tables and one key made afresh, served by gunicorn
-    with ``--preload`` (so every worker is forked from an initialised app).
+    with ``workers`` workers, with ``--preload`` (every worker forked from
+    an initialised app) or without (each worker loads its own).
 
     :param redis_url: ``None`` for no Redis (each worker on its own).
     :param quota: the package's quota, such as ``"20/day"``.
+    :param qps: the package's calls per second.
     """
     env = child_env(
         FLASK_SQLALCHEMY_DATABASE_URI=database,
@@ -187,12 +197,18 @@ def deploy(
             db.drop_all()
             db.create_all()
             store = BasicGate.state().store
-            store.create_package("members", quota=quota)
+            store.create_package("members", quota=quota, qps=qps)
             new = store.create_key("members")
         with gunicorn_run(
-            "tests.support.workerapp:create_app()", ["--preload"], env, workers=WORKERS
+            "tests.support.workerapp:create_app()",
+            ["--preload"] if preload else [],
+            env,
+            workers=workers,
         ) as server:
-            yield Deployment(server, env, new.key, new.secret)
+            deployment = Deployment(server, env, new.key, new.secret, workers)
+            # Without --preload each worker loads the app after it booted.
+            every_worker_says(deployment, "serving", lambda state: True)
+            yield deployment
     finally:
         BasicGate.state(app).revocation.close()
         with app.app_context():
@@ -248,37 +264,187 @@ def test_redis_stopped_under_the_workers(database: str, own_redis: RedisServer) 
 
 # -- a package quota across the workers -------------------------------------------
 
-#: The quota of the burst tests, and how many requests the burst sends.
-QUOTA = 20
-BURST = 3 * QUOTA
+#: How many requests a burst sends, per call of its quota.
+BURST_FACTOR = 3
 
 
-def burst(deployment: Deployment) -> list[tuple[int, int, Any]]:
-    """:data:`BURST` requests from 8 threads at once: (worker, status, body) each."""
+def burst(deployment: Deployment, requests: int) -> list[tuple[int, int, Any]]:
+    """``requests`` requests from 8 threads at once: (worker, status, body) each."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(lambda _: call(deployment.secret, deployment), range(BURST)))
+        return list(pool.map(lambda _: call(deployment.secret, deployment), range(requests)))
 
 
-def test_a_quota_holds_exactly_across_workers_on_redis(database: str, redis_url: str) -> None:
-    with deploy(database, redis_url, quota=f"{QUOTA}/day") as deployment:
-        answers = burst(deployment)
+def assert_exact(answers: list[tuple[int, int, Any]], quota: int) -> None:
+    """Exactly ``quota`` successes, every other answer over the quota, and
+    more than one worker answering."""
     statuses = [(status, body.get("errorCode")) for _, status, body in answers]
     served = sum(1 for status, _ in statuses if status == 200)
-    assert served == QUOTA, statuses
-    assert statuses.count((429, "quota-exceeded")) == BURST - QUOTA
+    assert served == quota, statuses
+    assert statuses.count((429, "quota-exceeded")) == len(answers) - quota, statuses
     assert len({pid for pid, _, _ in answers}) > 1  # the burst did spread over workers
+
+
+@pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
+@pytest.mark.parametrize(("workers", "quota"), [(2, 20), (2, 50), (4, 20), (4, 50)])
+def test_a_quota_holds_exactly_across_workers_on_redis(
+    database: str, redis_url: str, workers: int, quota: int, preload: bool
+) -> None:
+    """A burst three times the quota gets exactly the quota: the calls a
+    worker holds are served by it or come back to the others."""
+    with deploy(
+        database, redis_url, quota=f"{quota}/day", workers=workers, preload=preload
+    ) as deployment:
+        answers = burst(deployment, BURST_FACTOR * quota)
+    assert_exact(answers, quota)
+
+
+@pytest.fixture(scope="module")
+def topologies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A Sentinel and a Cluster of this module's own: their URLs by name."""
+    why = missing_tools()
+    if why is not None:
+        missing(why)
+    with contextlib.ExitStack() as stack:
+        made = stack.enter_context(sentinel_set(tmp_path_factory.mktemp("sentinel")))
+        grid = stack.enter_context(cluster(tmp_path_factory.mktemp("cluster")))
+        yield {"sentinel": made.url, "cluster": grid.url}
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+def test_a_quota_holds_exactly_across_workers_on_sentinel_and_cluster(
+    database: str, topologies: dict[str, str], topology: str
+) -> None:
+    quota = 50
+    with deploy(database, topologies[topology], quota=f"{quota}/day") as deployment:
+        answers = burst(deployment, BURST_FACTOR * quota)
+    assert_exact(answers, quota)
 
 
 def test_without_redis_each_worker_counts_on_its_own(database: str) -> None:
     """Without Redis the quota holds per process: each worker grants up to
     the quota of its own, so the deployment as a whole may grant more."""
-    with deploy(database, None, quota=f"{QUOTA}/day") as deployment:
-        answers = burst(deployment)
+    quota = 20
+    with deploy(database, None, quota=f"{quota}/day") as deployment:
+        answers = burst(deployment, BURST_FACTOR * quota)
     per_worker: dict[int, list[int]] = {}
     for pid, status, _ in answers:
         per_worker.setdefault(pid, []).append(status)
     for pid, statuses in per_worker.items():
-        assert statuses.count(200) == min(QUOTA, len(statuses)), (pid, statuses)
+        assert statuses.count(200) == min(quota, len(statuses)), (pid, statuses)
         assert statuses.count(429) == len(statuses) - statuses.count(200)
+
+
+# -- batches: few round trips, still exact -------------------------------------------
+
+
+def load(deployment: Deployment, seconds: float, clients: int = 8) -> list[tuple[int, int, float]]:
+    """``clients`` threads, each on one kept-alive connection, calling for
+    ``seconds``: (worker, status, when the gate decided or 0) per answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    end = time.monotonic() + seconds
+
+    def client(_: int) -> list[tuple[int, int, float]]:
+        answers = []
+        with http_session() as session:
+            while time.monotonic() < end:
+                response = session.get(
+                    deployment.url + MEMBER_PATH,
+                    auth=(deployment.key, deployment.secret),
+                    timeout=10,
+                )
+                decided = float(response.headers.get("X-Decided-At", "0"))
+                answers.append((int(response.headers["X-Worker"]), response.status_code, decided))
+        return answers
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        return [answer for answers in pool.map(client, range(clients)) for answer in answers]
+
+
+#: Commands of connections and of revocation's pub/sub, not of counting.
+NOT_COUNTING = ("info", "ping", "subscribe", "unsubscribe", "publish", "hello", "client", "select")
+
+
+def commands(redis: Any, names: tuple[str, ...] = ()) -> int:
+    """Commands the server ran so far (``INFO commandstats``, those a script
+    runs included): those named, or all that count calls."""
+    stats = redis.info("commandstats")
+    return sum(
+        entry["calls"]
+        for name, entry in stats.items()
+        if (name[len("cmdstat_") :] in names if names else name[8:] not in NOT_COUNTING)
+    )
+
+
+def test_a_busy_key_costs_at_most_100_redis_commands_per_1000_calls(
+    database: str, own_redis: RedisServer
+) -> None:
+    """Two workers under steady load on a key far from its limits: the
+    commands Redis runs to count them (the scripts' own included) are at
+    most one per 10 calls."""
+    import redis
+
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        with deploy(
+            database, own_redis.url, qps=10**6, quota=f"{10**6}/day", workers=2
+        ) as deployment:
+            load(deployment, 1.0)  # busy: each worker knows the rate
+            before = commands(client)
+            answers = load(deployment, 2.5)
+            spent = commands(client) - before
+    finally:
+        client.close()
+    served = sum(1 for _, status, _ in answers if status == 200)
+    assert served == len(answers) > 1000
+    per_1000 = 1000 * spent / served
+    print(f"{spent} Redis commands for {served} calls: {per_1000:.0f} per 1,000")
+    assert per_1000 <= 100
+
+
+def test_a_busy_key_through_its_quota_is_served_exactly(
+    database: str, own_redis: RedisServer
+) -> None:
+    """Steady load through a quota of 1,000 on four workers: exactly 1,000
+    served, with at most one round trip (a script run) per 10 calls."""
+    import redis
+
+    quota = 1000
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        with deploy(database, own_redis.url, quota=f"{quota}/day") as deployment:
+            before = commands(client, ("evalsha", "eval"))
+            answers = load(deployment, 3.0)
+            trips = commands(client, ("evalsha", "eval")) - before
+    finally:
+        client.close()
+    assert len(answers) > quota * 1.2, "the load did not go through the quota"
+    assert sum(1 for _, status, _ in answers if status == 200) == quota
+    print(f"{trips} round trips for {quota} calls, {len(answers)} requests")
+    assert trips <= quota / 10
+
+
+def test_qps_admits_at_least_nine_tenths_of_its_limit_each_second(
+    database: str, redis_url: str
+) -> None:
+    """Load above a QPS limit, spread over four workers: each whole second
+    serves at most the limit and at least 90 % of it."""
+    qps = 40
+    with deploy(database, redis_url, qps=qps) as deployment:
+        answers = load(deployment, 4.5)
+    per_second: dict[int, int] = {}
+    for _, status, decided in answers:
+        if status == 200:
+            per_second[int(decided)] = per_second.get(int(decided), 0) + 1
+    statuses = {status for _, status, _ in answers}
+    assert statuses == {200, 429}, statuses
+    seconds = sorted(per_second)
+    # The first and last seconds are cut by the load's start and end.
+    whole = seconds[1:-1]
+    assert len(whole) >= 3, per_second
+    served = [per_second[second] for second in whole]
+    print(f"QPS {qps}: served per whole second {served}")
+    assert all(qps * 0.9 <= count <= qps for count in served), per_second
+    assert max(per_second.values()) <= qps, per_second

@@ -128,6 +128,10 @@ class AppFactory:
             # The usage counts are written while the tables exist, and the
             # app's counter is written no more.
             close_telemetry(app)
+            # Listener threads stop, and calls held from Redis go back.
+            state = BasicGate.state(app)
+            state.revocation.close()
+            state.policy.plans.close()
             with app.app_context():
                 try:
                     db.drop_all()

@@ -235,7 +235,7 @@ def test_filter_by_state(site: Site, browser: Any) -> None:
 
     sign_in(browser, site)
     states = [o.text for o in Select(browser.find_element(by("ID"), "state")).options]
-    assert states == ["any state", "active", "disabled", "expired", "not-yet-valid"]
+    assert states == ["any state", "active", "disabled", "expired", "not-yet-valid", "waiting"]
     for state, key in [
         ("disabled", "old-integration"),
         ("expired", "initech-reports"),

@@ -48,8 +48,8 @@ __all__ = [
 
 #: Most counters one process keeps in memory (without Redis). Clients create
 #: them (one per failing address and key), so they are capped: when full,
-#: the expired go first, then the oldest. About 20 MB at the cap.
-MAX_LOCAL_COUNTERS = 50_000
+#: the expired go first, then the oldest. About 10 MB at the cap.
+MAX_LOCAL_COUNTERS = 25_000
 
 #: Socket and connect timeout of every Redis connection the gate opens: a
 #: hung Redis costs a request or a CLI command at most this long per call.

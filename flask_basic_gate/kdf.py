@@ -44,7 +44,7 @@ RESERVE = 0.25
 FAILURE_MEMORY = 60.0
 #: Most addresses and keys remembered as failing; the expired go first, then
 #: the oldest.
-MAX_FAILING = 50_000
+MAX_FAILING = 25_000
 
 
 class _Bucket:

@@ -219,7 +219,7 @@ class GatePolicy:
                 self.failure(TOO_MANY_FAILURES, key, retry_after=found.budget_wait), record
             )
         if record is None or found.expires is None:
-            self._failed(client, key, now)
+            self._failed(client, key, now, known=record is not None)
             raise self._known(self.failure(INVALID_CREDENTIALS, key), record)
         if not self.is_active(record, now):  # 5
             raise self.failure(KEY_INACTIVE, key, record.package)
@@ -454,14 +454,15 @@ class GatePolicy:
         error.key_known = record is not None
         return error
 
-    def _failed(self, client: str, key: str, now: float) -> None:
+    def _failed(self, client: str, key: str, now: float, *, known: bool = True) -> None:
         # A failed attempt counts against its pair, so one address cannot
-        # keep the store busy with refused guesses, and makes the address a
-        # failing one for the KDF budget's admission.
+        # keep the store busy with refused guesses, and makes the address
+        # (and a key that exists) a failing one for the KDF budget's
+        # admission; an unknown key never needs a KDF, so it is not kept.
         if self.throttle is not None:
             self.throttle.failed(client, key, now)
         if self.kdf_budget is not None:
-            self.kdf_budget.failed(client, key)
+            self.kdf_budget.failed(client, key if known else "")
 
     def _remember_kdf_key(self, key: str, record: Optional[KeyRecord], now: float) -> None:
         live = [] if record is None else [s for s in record.secrets if is_live(s.expires, now)]

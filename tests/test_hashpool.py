@@ -102,7 +102,7 @@ def test_cheap_work_and_one_worker_stay_in_this_process(
 
 def test_a_bad_method_or_worker_count_is_refused(pool_always: list[int]) -> None:
     with pytest.raises(ValueError):
-        hash_secrets(SECRETS, "md5:nope", workers=2)
+        hash_secrets(SECRETS, "nope:1", workers=2)
     with pytest.raises(ValueError, match="workers must be at least 1"):
         hash_secrets(SECRETS, FAST_KDF, workers=0)
     assert hash_secrets([], FAST_KDF) == []

@@ -919,7 +919,8 @@ def _hash_progress(total: int) -> Iterator[Callable[[int, int], None]]:
     """A progress callback for hashing ``total`` secrets: a bar on stderr at
     a terminal, else :class:`_ProgressLines`."""
     if _stderr_is_terminal():
-        bar = click.progressbar(
+        # Any: click types its progress bar differently across versions.
+        bar: Any = click.progressbar(
             length=total,
             label="hashing secrets",
             show_eta=True,

@@ -231,10 +231,18 @@ def test_sign_in_and_find_a_key(site: Site, browser: Any) -> None:
 
 
 def test_filter_by_state(site: Site, browser: Any) -> None:
-    from selenium.webdriver.support.ui import Select
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def settled(read: Any) -> Any:
+        # Read again until the page holds still: a node of the page being
+        # replaced raises while the browser swaps documents.
+        return WebDriverWait(browser, WAIT, ignored_exceptions=(WebDriverException,)).until(
+            lambda d: read(d) or None
+        )
 
     sign_in(browser, site)
-    states = [o.text for o in Select(browser.find_element(by("ID"), "state")).options]
+    states = settled(lambda d: [o.text for o in Select(d.find_element(by("ID"), "state")).options])
     assert states == ["any state", "active", "disabled", "expired", "not-yet-valid", "waiting"]
     for state, key in [
         ("disabled", "old-integration"),
@@ -243,8 +251,10 @@ def test_filter_by_state(site: Site, browser: Any) -> None:
     ]:
         Select(browser.find_element(by("ID"), "state")).select_by_visible_text(state)
         submit(browser, button(browser, "Search"))
-        links = browser.find_elements(by("CSS_SELECTOR"), "table.keys tbody th a")
-        assert [a.text for a in links] == [key], state
+        links = settled(
+            lambda d: [a.text for a in d.find_elements(by("CSS_SELECTOR"), "table.keys tbody th a")]
+        )
+        assert links == [key], state
 
 
 def test_disable_then_enable(site: Site, browser: Any) -> None:

@@ -17,7 +17,12 @@ one fixed order, one method each:
    throttled pairs, not the shared counters; the memo holds every pair that
    went over here, and on Redis every pair that went over anywhere;
 3. **cache**: a fresh success for these credentials skips steps 4 and 5
-   (never 6 and 7);
+   (never 6 and 7). *Shortcut:* a header in the canonical spelling
+   (``Basic``, one space, the base64 of the credentials' UTF-8 bytes, as
+   clients write it) is looked up by its token before step 1, without
+   decoding it; a hit names credentials that passed steps 1, 4 and 5
+   before, and the throttle memo of step 2 is read for its key. Any other
+   spelling, or a miss, goes through the steps in order;
 4. **lookup and verify** (:meth:`GatePolicy.verify`): one indexed read
    bounded by the store timeout; a KDF only for person-chosen secrets,
    within the process's KDF budget;
@@ -188,19 +193,24 @@ class GatePolicy:
         """
         now = self.clock()
         client = client or ""
+        ttl = self._ttl
+        if ttl:
+            if now >= self.revocation.trusted_until:
+                # Changes made elsewhere may not have reached this process.
+                self.revocation.untrusted(now)
+            if header is not None and header.startswith("Basic "):
+                # 3 before 1, for the canonical spelling (see the module).
+                hit = self.cache.lookup_token(header[6:], now)
+                if hit is not None:
+                    return self.cached(requirement, hit, client, now)
         credentials = self.parse(header, requirement)  # 1
         if credentials is None:
             return None
         key, secret = credentials
-        throttle = self.throttle
-        if throttle is not None and throttle.blocked:  # 2, this process's memo
-            wait = throttle.known_wait(client, key, now)
-            if wait is not None:
-                raise self.failure(TOO_MANY_FAILURES, key, retry_after=wait)
-        if self._ttl:  # 3
-            if now >= self.revocation.trusted_until:
-                # Changes made elsewhere may not have reached this process.
-                self.revocation.untrusted(now)
+        wait = self.throttled(client, key, now, shared=False)  # 2, this process's memo
+        if wait is not None:
+            raise self.failure(TOO_MANY_FAILURES, key, retry_after=wait)
+        if ttl:  # 3
             hit = self.cache.lookup(key, secret, now)
             self.telemetry.cache(hit is not None)
             if hit is not None:
@@ -259,6 +269,23 @@ class GatePolicy:
             raise self.failure(INVALID_CREDENTIALS)
         return parsed
 
+    def cached(
+        self, requirement: Requirement, identity: KeyIdentity, client: str, now: float
+    ) -> Decision:
+        """Steps 2, 6 and 7 for credentials found in the cache by their
+        token as sent: the throttle memo of this process for the pair, then
+        :meth:`admit`.
+
+        :raises GateError: ``too-many-failures``, or what :meth:`admit` raises.
+        """
+        throttle = self.throttle
+        if throttle is not None and throttle.blocked:
+            wait = throttle.known_wait(client, identity.key, now)
+            if wait is not None:
+                raise self.failure(TOO_MANY_FAILURES, identity.key, retry_after=wait)
+        self.telemetry.cache(True)
+        return self.admit(requirement, identity, now)
+
     def throttled(self, client: str, key: str, now: float, *, shared: bool) -> Optional[int]:
         """Step 2: whole seconds the pair must wait, or ``None``.
 
@@ -270,6 +297,8 @@ class GatePolicy:
             return None
         if shared:
             return throttle.retry_after(client, key, now)
+        if not throttle.blocked:
+            return None
         return throttle.known_wait(client, key, now)
 
     def lookup(

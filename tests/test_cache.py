@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import tracemalloc
 from typing import Any
@@ -10,8 +11,9 @@ import pytest
 from flask import Flask
 
 from flask_basic_gate import BasicGate
-from flask_basic_gate.cache import VerificationCache
+from flask_basic_gate.cache import VerificationCache, canonical_token
 from flask_basic_gate.identity import KeyIdentity
+from flask_basic_gate.testing import basic_auth_headers
 
 from .support.apps import AppFactory, QueryCounter, provision
 
@@ -162,3 +164,29 @@ def test_ten_thousand_entries_under_ten_megabytes() -> None:
     tracemalloc.stop()
     assert len(cache) == 10_000
     assert used < 10 * 1024 * 1024, used
+
+
+def test_the_token_as_sent_finds_only_the_canonical_spelling() -> None:
+    cache = VerificationCache(10)
+    identity = KeyIdentity("clé", "p", None, None, 1)
+    cache.put("clé", "sécret", identity, 1e12)
+    utf8 = base64.b64encode("clé:sécret".encode()).decode()
+    latin1 = base64.b64encode("clé:sécret".encode("latin-1")).decode()
+    assert canonical_token("clé", "sécret") == utf8
+    assert cache.lookup_token(utf8, 0) is identity
+    # Other bytes for the same text, or the wrong secret: not found by the
+    # token; the parsed lookup finds the first and never the second.
+    assert cache.lookup_token(latin1, 0) is None
+    assert cache.lookup("clé", "sécret", 0) is identity
+    assert cache.lookup_token(base64.b64encode(b"cl\xc3\xa9:wrong").decode(), 0) is None
+    assert cache.lookup_token(utf8, 2e12) is None  # expired
+
+
+def test_a_latin1_client_is_served_from_the_cache(cached_app: Any) -> None:
+    app, counter = cached_app
+    provision(app, "latin", "sécret")
+    headers = basic_auth_headers("latin", "sécret", encoding="latin-1")
+    client = app.test_client()
+    before = counter.count
+    assert [client.get("/thing", headers=headers).status_code for _ in range(3)] == [200] * 3
+    assert counter.count == before + 1

@@ -14,9 +14,14 @@ added to one row of its own, whose key is empty (shown as ``-``), so a
 client sending made-up keys cannot grow the table. A request without
 credentials on an optional route is not counted.
 
-A request costs a few dict operations under a lock; nothing is written on
-the request path. One daemon thread per process (started by the first
-counted request, so after a pre-forking server's fork) writes what each
+A request let through costs one ``list.append`` of its identity, without a
+lock (an append is atomic, and the list is only ever cut from the front,
+under the lock); the appended identities are added to their rows once a
+second by the flusher thread, before every write and read of the counts, and
+by the request that brings the list to :data:`FOLD_AT`. A refusal costs a
+few dict operations under the lock. Nothing is written on the request path.
+One daemon thread per process (started by the first counted request, so
+after a pre-forking server's fork) writes what each
 app's counter holds every ``BASIC_GATE_USAGE_FLUSH`` seconds, and
 :meth:`UsageCounter.close` (at interpreter exit, or from the app's
 :meth:`Telemetry.close <flask_basic_gate.telemetry.Telemetry.close>`)
@@ -43,7 +48,9 @@ import os
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from sqlalchemy import Engine, and_, bindparam, func, select
@@ -60,11 +67,13 @@ if TYPE_CHECKING:
     from sqlalchemy.sql import Executable
 
     from .errors import GateError
+    from .identity import KeyIdentity
     from .policy import Decision
 
 __all__ = [
     "BLOCKED_CODES",
     "FLUSH_TIMEOUT",
+    "FOLD_AT",
     "MAX_PENDING",
     "UNKNOWN_KEY",
     "UsageCounter",
@@ -110,6 +119,10 @@ TICK = 1.0
 CLOSE_ATTEMPTS = 3
 CLOSE_SECONDS = 2.0
 
+#: Allowed requests appended before the request that appends the last one
+#: adds them to their rows itself (the flusher does it every :data:`TICK`).
+FOLD_AT = 10_000
+
 #: Most keys remembered as existing (oldest forgotten first).
 MAX_KNOWN = 100_000
 # Refusals that may come before the store was asked whether the key exists
@@ -127,6 +140,7 @@ _ZEROS = (0,) * len(USAGE_CODES)
 #: The table's count columns, in the order of a row in memory.
 CODE_COLUMNS = tuple(code.replace("-", "_") for code in USAGE_CODES)
 _COUNT_COLUMNS = ("allowed", "blocked", "other", *CODE_COLUMNS)
+_KEY_AND_PACKAGE = attrgetter("key", "package")
 
 
 class UsageCounter(Telemetry):
@@ -165,6 +179,12 @@ class UsageCounter(Telemetry):
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._pending: dict[tuple[int, str], list[Any]] = {}
+        # The identities let through since the last fold, all on day
+        # ``_day`` (UTC days since the epoch), whose POSIX times are
+        # [_day_starts, _day_ends); a request of another day folds first.
+        self._allowed: list[KeyIdentity] = []
+        self._day = -1
+        self._day_starts = self._day_ends = 0.0
         # Keys the store said exist, so that a refusal given before (or
         # without) a lookup is counted for its key (see _UNCHECKED); only
         # keys that exist get in, so no client can grow it.
@@ -189,16 +209,14 @@ class UsageCounter(Telemetry):
             identity = decision.identity
             if identity is None:
                 return  # an optional route without credentials
-            slot = (int(decision.now // _DAY), identity.key)
-            with self._lock:
-                row = self._pending.get(slot)
-                if row is None:
-                    row = self._add(slot, identity.package)
-                    if row is None:
-                        return
-                elif row[_PACKAGE] is None:
-                    row[_PACKAGE] = identity.package
-                row[_ALLOWED] += 1
+            now = decision.now
+            if now >= self._day_ends or now < self._day_starts:
+                self._new_day(now)
+            allowed = self._allowed
+            allowed.append(identity)
+            if len(allowed) >= FOLD_AT:
+                with self._lock:
+                    self._fold()
             return
         # A refusal reported only (``enforced`` false) is counted as the
         # refusal it would have been: the report says what the gate decided.
@@ -221,11 +239,47 @@ class UsageCounter(Telemetry):
             if where is not None:
                 row[where] += 1
 
-    def _add(self, slot: tuple[int, str], package: Optional[str]) -> Optional[list[Any]]:
+    def _new_day(self, now: float) -> None:
+        # The first request let through, or one on another UTC day than the
+        # last: what was appended belongs to the day it was appended on.
+        with self._lock:
+            self._fold()
+            day = int(now // _DAY)
+            self._day = day
+            self._day_starts = float(day * _DAY)
+            self._day_ends = float((day + 1) * _DAY)
+        if self.periodic and _flusher.thread is None:
+            _flusher.start()
+
+    def _fold(self) -> None:
+        # Under the lock: add the appended identities to their rows. Only
+        # the front is cut, so an append made meanwhile stays for the next.
+        allowed = self._allowed
+        taken = len(allowed)
+        if not taken:
+            return
+        batch = Counter(map(_KEY_AND_PACKAGE, allowed[:taken]))
+        del allowed[:taken]
+        pending = self._pending
+        day = self._day
+        for (key, package), calls in batch.items():
+            slot = (day, key)
+            row = pending.get(slot)
+            if row is None:
+                row = self._add(slot, package, calls)
+                if row is None:
+                    continue
+            elif row[_PACKAGE] is None:
+                row[_PACKAGE] = package
+            row[_ALLOWED] += calls
+
+    def _add(
+        self, slot: tuple[int, str], package: Optional[str], calls: int = 1
+    ) -> Optional[list[Any]]:
         # Called with the lock held, once per (key, day) between two writes.
         pending = self._pending
         if len(pending) >= MAX_PENDING:
-            self._dropped += 1
+            self._dropped += calls
             return None
         row = [package, 0, 0, 0, *_ZEROS]
         pending[slot] = row
@@ -240,12 +294,15 @@ class UsageCounter(Telemetry):
     @property
     def pending(self) -> int:
         """How many (key, day) rows wait to be written."""
-        return len(self._pending)
+        with self._lock:
+            self._fold()
+            return len(self._pending)
 
     def counts(self) -> dict[tuple[dt.date, str], dict[str, Any]]:
         """What waits to be written, by (day, stored key): the row's
         ``package`` and its counts by column name."""
         with self._lock:
+            self._fold()
             items = [(slot, list(row)) for slot, row in self._pending.items()]
         return {(_date(day), key): _values(row) for (day, key), row in items}
 
@@ -268,6 +325,7 @@ class UsageCounter(Telemetry):
     def _flush(self) -> bool:
         self.due = time.monotonic() + self.interval
         with self._lock:
+            self._fold()
             pending, self._pending = self._pending, {}
             dropped, self._dropped = self._dropped, 0
         if dropped:
@@ -350,10 +408,10 @@ class UsageCounter(Telemetry):
             if time.monotonic() - started > CLOSE_SECONDS or attempt + 1 == CLOSE_ATTEMPTS:
                 break
             time.sleep(0.05 * (attempt + 1))
-        logger.error(
-            "usage: the counts of %d keys could not be written and are lost",
-            len({key for _, key in self._pending}),
-        )
+        with self._lock:
+            self._fold()
+            keys = len({key for _, key in self._pending})
+        logger.error("usage: the counts of %d keys could not be written and are lost", keys)
 
 
 def _date(day: int) -> dt.date:
@@ -460,6 +518,8 @@ class _Flusher:
         for counter in list(_COUNTERS):
             if counter.closed or not counter.periodic:
                 continue
+            with counter._lock:
+                counter._fold()
             left = counter.due - time.monotonic()
             if left <= 0:
                 try:

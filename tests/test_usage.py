@@ -13,6 +13,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from sqlalchemy.pool import NullPool
 from flask_basic_gate import BasicGate
 from flask_basic_gate import usage as usage_module
 from flask_basic_gate.errors import MESSAGES, failure
+from flask_basic_gate.identity import KeyIdentity
 from flask_basic_gate.models import USAGE_CODES, get_models
+from flask_basic_gate.policy import Decision
 from flask_basic_gate.usage import (
     BLOCKED_CODES,
     UsageCounter,
@@ -227,6 +230,57 @@ def test_counts_beyond_the_bound_are_dropped_and_logged(
         assert counter.flush()
     assert "1 decisions were not counted" in caplog.text
     assert set(report(app)) == {"criticalmix", "second"}
+
+
+def test_allowed_counts_are_exact_under_threads_that_fold_meanwhile(
+    app_factory: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Requests let through are appended without a lock and folded into
+    # their rows by whoever reads or writes the counts: 8 threads append
+    # while another reads the counts over and over, and none is lost.
+    monkeypatch.setattr(usage_module, "FOLD_AT", 97)  # requests fold too
+    app = usage_app(app_factory)
+    counter = counter_of(app)
+    identities = [KeyIdentity(f"k{n}", "p", None, None, n) for n in range(3)]
+    now = time.time()
+    done = threading.Event()
+
+    def let_through() -> None:
+        for n in range(3000):
+            counter.decided(Decision(identities[n % 3], None, now), None)
+
+    def read() -> None:
+        while not done.is_set():
+            counter.counts()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writers = [threading.Thread(target=let_through) for _ in range(8)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    done.set()
+    reader.join()
+    counts = counter.counts()
+    day = dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+    assert {key: counts[(day, key)]["allowed"] for _, key in counts} == {
+        "k0": 8000,
+        "k1": 8000,
+        "k2": 8000,
+    }
+
+
+def test_requests_let_through_count_on_their_own_utc_day(app_factory: AppFactory) -> None:
+    app = usage_app(app_factory)
+    counter = counter_of(app)
+    identity = KeyIdentity("k", "p", None, None, 1)
+    midnight = dt.datetime(2026, 12, 3, tzinfo=dt.timezone.utc).timestamp()
+    for at in (midnight - 1, midnight - 0.5, midnight, midnight + 1, midnight - 2):
+        counter.decided(Decision(identity, None, at), None)
+    counts = counter.counts()
+    assert counts[(dt.date(2026, 12, 2), "k")]["allowed"] == 3
+    assert counts[(dt.date(2026, 12, 3), "k")]["allowed"] == 2
 
 
 def test_upsert_adds_up(app_factory: AppFactory, database_url: str, auth: Any) -> None:

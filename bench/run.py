@@ -30,7 +30,18 @@ if __package__ in (None, ""):
     # whose module names would otherwise shadow top-level ones.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench import cases, flood, httpmode, keydb, machine, peers, profiling, serve, servers
+from bench import (
+    cases,
+    flood,
+    httpmode,
+    instructions,
+    keydb,
+    machine,
+    peers,
+    profiling,
+    serve,
+    servers,
+)
 from bench.gateapps import gate_app, provision
 from bench.keydb import PACKAGE
 from bench.report import Figure, Row, figure_table, table, timing_table
@@ -498,6 +509,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         notes.append(f"load average after timing: {machine.load()}")
         for note in notes:
             print(f"  note: {note}")
+        _say("counting instructions per request under callgrind")
+        instructions.main([])
         _say("timing cold lookups on the database servers")
         for title, lines in servers.sections(
             settings.server_rounds, settings.round_seconds, settings.min_calls

@@ -88,7 +88,7 @@ LOOKUP_CONNECTIONS = "BASIC_GATE_LOOKUP_CONNECTIONS"
 FAILURE_LIMIT = "BASIC_GATE_FAILURE_LIMIT"
 #: Seconds of key-derivation CPU time (scrypt, PBKDF2) one process may spend
 #: per second on person-chosen secrets that did not match (0.08: about one
-#: scrypt verification a second, with a burst of about ten); past it a request
+#: scrypt verification a second, with a burst of ten to sixteen); past it a request
 #: that needs a KDF is answered 429 at once instead of queueing work. Secrets
 #: verified before never need it. ``"off"``: no bound.
 KDF_BUDGET = "BASIC_GATE_KDF_BUDGET"

@@ -10,16 +10,30 @@ before never needs a KDF again (:class:`~flask_basic_gate.hashing.KnownGood`),
 so valid clients never wait on this bound.
 
 Admission (after the OWASP "device cookie" idea: lock out untrusted clients
-together, trusted ones one by one): an attempt whose client address, or
-whose key, has failed in the last :data:`FAILURE_MEMORY` seconds, or whose
-key had an attempt refused for the budget then, may only use the *shared*
-bucket; any other attempt may also use the *reserve*, a further
-:data:`RESERVE` of the budget that failing attempts can never spend.
-So one stale client, one address cycling through keys, or many addresses
-guessing at a set of keys, cannot keep the first attempts of other clients
-on other keys from being verified. A newcomer on a key under attack, or an
-attacker's first guess at a fresh key from a fresh address, is a stranger
-like any other.
+together, trusted ones one by one), in three standings, each with buckets of
+its own:
+
+- *fresh*: neither the client address nor the key failed in the last
+  :data:`FAILURE_MEMORY` seconds. It may use the *shared* bucket and the
+  *reserve*, a further :data:`RESERVE` of the budget that failing attempts
+  can never spend.
+- *failing*: the address or the key failed lately, but with at most one
+  other partner each (a key from two addresses, an address on two keys):
+  one person retrying a typo, from a phone and a laptop; one stale client. It may use the
+  shared bucket (the whole budget: about one scrypt verification a second
+  after a burst of ten, at the default).
+- *crowded*: the address failed lately on a third key, or the key from a
+  third address: an address cycling through keys, or many addresses
+  guessing at a key.
+  It may only use the *crowded* bucket, :data:`CROWDED` of the budget, and
+  never the other two.
+
+So a flood spends at most the crowded share of the budget, however many
+keys and addresses it uses; one stale client cannot keep the first
+attempts of other clients on other keys from being verified; and a person
+retrying a typo is not refused for a flood elsewhere. A newcomer on a key
+under attack, or an attacker's first guess at a fresh key from a fresh
+address, is a stranger like any other.
 """
 
 from __future__ import annotations
@@ -31,20 +45,34 @@ from typing import Callable, Optional
 
 from .bounded import BoundedMap
 
-__all__ = ["BURST_SECONDS", "FAILURE_MEMORY", "RESERVE", "KdfBudget"]
+__all__ = ["BURST_SECONDS", "CROWDED", "FAILURE_MEMORY", "RESERVE", "KdfBudget"]
 
 #: The burst, in seconds of the rate: after a quiet time a process may
-#: spend this many seconds' worth of budget at once (a little over ten
-#: scrypt verifications at the default rate, so ten hold on a busy machine).
-BURST_SECONDS = 12.5
+#: spend this many seconds' worth of budget at once (1.28 s of CPU at the
+#: default rate: ten scrypt verifications hold where one costs 0.11 s, as on
+#: a busy machine here, and sixteen where it costs 0.075 s).
+BURST_SECONDS = 16.0
 #: The reserve for attempts whose address and key have not failed lately,
 #: as a share of the budget, on top of it.
 RESERVE = 0.25
+#: The bucket of crowded attempts (an address failing on several keys, a key
+#: failing from several addresses), as a share of the budget, apart from it.
+CROWDED = 0.35
 #: Seconds an address or a key counts as failing after its last failed attempt.
 FAILURE_MEMORY = 60.0
 #: Most addresses and keys remembered as failing; the expired go first, then
 #: the oldest.
 MAX_FAILING = 25_000
+
+
+#: The standings of :meth:`KdfBudget.standing`.
+FRESH = "fresh"
+FAILING = "failing"
+CROWDED_STANDING = "crowded"
+
+
+def _first(value: tuple[float, int, int]) -> float:
+    return value[0]
 
 
 class _Bucket:
@@ -74,6 +102,8 @@ class KdfBudget:
         ten scrypt verifications).
     :param reserve: a further share of ``rate`` and ``burst`` that only
         attempts whose address and key have not failed lately may use.
+    :param crowded: the share of ``rate`` and ``burst`` that crowded
+        attempts (see the module) may use, and the only one.
     :param clock: a monotonic clock, for tests.
 
     .. versionadded:: 0.1
@@ -85,6 +115,7 @@ class KdfBudget:
         burst: Optional[float] = None,
         *,
         reserve: float = RESERVE,
+        crowded: float = CROWDED,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rate = rate
@@ -93,45 +124,83 @@ class KdfBudget:
         now = clock()
         self._shared = _Bucket(rate, self.burst, now)
         self._reserve = _Bucket(rate * reserve, self.burst * reserve, now)
+        self._crowded = _Bucket(rate * crowded, max(self.burst * crowded, rate * crowded), now)
         self._lock = threading.Lock()
-        # Client addresses and keys with a recent failed attempt, with when
-        # that ends.
-        self.failing: BoundedMap[tuple[str, str], float] = BoundedMap(
+        # Client addresses and keys with a recent failed attempt: when that
+        # ends, and the hashes of the other side of the last two (keys for an
+        # address, addresses for a key).
+        self.failing: BoundedMap[tuple[str, str], tuple[float, int, int]] = BoundedMap(
+            MAX_FAILING, expires=_first, clock=clock
+        )
+        # Addresses and keys whose failures crowd (see the module), until when.
+        self.crowded: BoundedMap[tuple[str, str], float] = BoundedMap(
             MAX_FAILING, expires=float, clock=clock
         )
 
     def trusted(self, client: str, key: str = "") -> bool:
         """Whether neither ``client`` nor ``key`` failed in the last
-        :data:`FAILURE_MEMORY` seconds."""
+        :data:`FAILURE_MEMORY` seconds (the *fresh* standing)."""
+        return self.standing(client, key) == FRESH
+
+    def standing(self, client: str, key: str = "") -> str:
+        """The attempt's standing: ``"fresh"``, ``"failing"`` or
+        ``"crowded"`` (see the module)."""
         if not self.failing:
-            return True
+            return FRESH
         now = self.clock()
-        for name in (("a", client), ("k", key)):
-            until = self.failing.get(name)
-            if until is not None and until > now:
-                return False
-        return True
+        names = (("a", client), ("k", key))
+        if self.crowded:
+            for name in names:
+                until = self.crowded.get(name)
+                if until is not None and until > now:
+                    return CROWDED_STANDING
+        for name in names:
+            last = self.failing.get(name)
+            if last is not None and last[0] > now:
+                return FAILING
+        return FRESH
 
     def failed(self, client: str, key: str = "") -> None:
         """Remember that ``client`` just failed an attempt at ``key``."""
-        until = self.clock() + FAILURE_MEMORY
-        self.failing.put(("a", client), until)
+        now = self.clock()
+        until = now + FAILURE_MEMORY
+        self._failed(("a", client), hash(key), now, until)
         if key:
-            self.failing.put(("k", key), until)
+            self._failed(("k", key), hash(client), now, until)
+
+    def _failed(self, name: tuple[str, str], other: int, now: float, until: float) -> None:
+        last = self.failing.get(name)
+        if last is None or last[0] <= now:
+            self.failing.put(name, (until, other, other))
+            return
+        _, newest, older = last
+        if other not in (newest, older) and newest != older:
+            self.crowded.put(name, until)  # a third partner
+        self.failing.put(name, (until, other, newest if other != newest else older))
 
     def refused(self, key: str) -> None:
         """Remember that an attempt at ``key`` was just refused for the
         budget: a key that draws more attempts than the budget verifies is
         under attack, and its attempts stay out of the reserve for a while."""
-        self.failing.put(("k", key), self.clock() + FAILURE_MEMORY)
+        now = self.clock()
+        last = self.failing.get(("k", key))
+        partners = (0, 0) if last is None or last[0] <= now else last[1:]
+        self.failing.put(("k", key), (now + FAILURE_MEMORY, *partners))
 
     def wait(self, client: str, key: str = "") -> Optional[int]:
         """``None`` when a verification for ``client`` at ``key`` may start
         now; else the whole seconds (at least 1) until one may. Never waits
         itself."""
-        trusted = self.trusted(client, key)
+        standing = self.standing(client, key)
         with self._lock:
             now = self.clock()
+            if standing == CROWDED_STANDING:
+                crowded = self._crowded
+                crowded.refill(now)
+                if crowded.tokens > 0:
+                    return None
+                return max(1, math.ceil(crowded.wait()))
+            trusted = standing == FRESH
             self._shared.refill(now)
             if self._shared.tokens > 0:
                 return None
@@ -147,26 +216,33 @@ class KdfBudget:
         """Whether a verification for ``client`` at ``key`` may start now."""
         return self.wait(client, key) is None
 
-    def spend(self, seconds: float) -> None:
-        """Charge ``seconds`` of CPU time spent on a secret that did not match:
-        to the shared bucket while it has any, else to the reserve. Either
-        may go below zero: the debt is paid back before it admits again."""
+    def spend(self, seconds: float, client: str = "", key: str = "") -> None:
+        """Charge ``seconds`` of CPU time spent on a secret that did not match
+        (call it before :meth:`failed`): a crowded attempt to the crowded
+        bucket, any other to the shared bucket while it has any, else to the
+        reserve. Each may go below zero: the debt is paid back before it
+        admits again."""
+        crowded = self.standing(client, key) == CROWDED_STANDING
         with self._lock:
             now = self.clock()
             self._shared.refill(now)
-            bucket = self._shared if self._shared.tokens > 0 else self._reserve
+            if crowded:
+                bucket = self._crowded
+            else:
+                bucket = self._shared if self._shared.tokens > 0 else self._reserve
             bucket.refill(now)
             bucket.tokens -= seconds
 
     @property
     def tokens(self) -> float:
-        """Seconds of work that may be spent now, both buckets together (up
-        to ``burst`` and the reserve's share of it)."""
+        """Seconds of work that may be spent now, the three buckets together
+        (up to ``burst`` and the reserve's and crowded share of it)."""
         with self._lock:
             now = self.clock()
-            self._shared.refill(now)
-            self._reserve.refill(now)
-            return self._shared.tokens + self._reserve.tokens
+            buckets = (self._shared, self._reserve, self._crowded)
+            for bucket in buckets:
+                bucket.refill(now)
+            return sum(bucket.tokens for bucket in buckets)
 
     def seconds_until_available(self, client: str = "", key: str = "") -> int:
         """Whole seconds (at least 1) until a verification for ``client`` at

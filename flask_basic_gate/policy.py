@@ -363,7 +363,7 @@ class GatePolicy:
                 if matched:
                     known.remember(record.key, stored.value, secret)
                 elif budget is not None:
-                    budget.spend(spent)
+                    budget.spend(spent, client, record.key)
             if matched:
                 return Verification(float("inf") if stored.expires is None else stored.expires)
         return _NO_MATCH

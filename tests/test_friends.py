@@ -122,6 +122,58 @@ def test_the_bound_charges_cpu_time_not_wall_time(
     assert before - budget.tokens == pytest.approx(0.25)
 
 
+def test_standings_of_an_attempt() -> None:
+    budget = KdfBudget(0.08, clock=Clock())
+    assert budget.standing("192.0.2.1", "k1") == "fresh"
+    budget.failed("192.0.2.1", "k1")
+    assert budget.standing("192.0.2.1", "k1") == "failing"
+    budget.failed("198.51.100.1", "k1")  # a second address: a phone and a laptop
+    assert budget.standing("192.0.2.1", "k1") == "failing"
+    budget.failed("192.0.2.1", "k2")  # a second key from the first address
+    assert budget.standing("192.0.2.1", "k3") == "failing"
+    budget.failed("203.0.113.1", "k1")  # a third address at k1
+    assert budget.standing("203.0.113.9", "k1") == "crowded"
+    budget.failed("192.0.2.1", "k3")  # a third key from 192.0.2.1
+    assert budget.standing("192.0.2.1", "k9") == "crowded"
+    assert budget.standing("192.0.2.2", "k4") == "fresh"
+    budget.clock.now += 61  # type: ignore[attr-defined]
+    assert budget.standing("192.0.2.1", "k1") == "fresh"
+
+
+def test_a_flood_spends_only_the_crowded_share_and_friends_keep_theirs(
+    app_factory: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An address cycling wrong secrets through many scrypt keys: after its
+    # third key it may only spend the crowded bucket, so the shared bucket
+    # and the reserve stay whole for a person's typos and for newcomers.
+    app = app_factory({"BASIC_GATE_FAILURE_LIMIT": "off", "BASIC_GATE_CACHE_TTL": 0})
+    policy = BasicGate.state(app).policy
+    clock = Clock()
+    budget = policy.kdf_budget = KdfBudget(0.08, clock=clock)
+    cpu = iter(float(n) * 0.1 for n in range(10_000))  # every KDF: 0.1 s of CPU
+    monkeypatch.setattr(policy_module.time, "thread_time", lambda: next(cpu))
+    with app.app_context():
+        store = BasicGate.state().store
+        store.create_package("members")
+        for n in range(40):
+            store.create_key("members", key=f"k{n}", secret=f"person secret {n}")
+    flood = [
+        get(app, basic_auth_headers(f"k{n % 40}", f"guess {n}"), "198.18.0.1").status_code
+        for n in range(200)
+    ]
+    verified = flood.count(403)
+    # Three keys before the address is crowded, then the crowded burst
+    # (0.35 of 1.28 s: four or five verifications at 0.1 s each).
+    assert 429 in flood and verified <= 3 + 6, flood
+    # What is left: the shared bucket less the first three keys' work, the
+    # whole reserve, and the crowded bucket at most one verification in debt.
+    assert budget.tokens >= budget.burst * (1 + 0.25) - 0.3 - 0.1 - 1e-9
+    # A person's run of typos on their own key, from their own address, is answered.
+    for n in range(9):
+        answer = get(app, basic_auth_headers("k39", f"typo {n}"), address="192.0.2.9")
+        assert answer.get_json()["errorCode"] == "invalid-credentials", n
+
+
 # -- known-good credentials ---------------------------------------------------------
 
 

@@ -133,7 +133,7 @@ def spend_all(budget: KdfBudget) -> None:
 
 def test_kdf_budget_bucket() -> None:
     clock = FakeClock()
-    budget = KdfBudget(0.1, burst=0.5, reserve=0.0, clock=clock)
+    budget = KdfBudget(0.1, burst=0.5, reserve=0.0, crowded=0.0, clock=clock)
     assert budget.burst == 0.5
     assert budget.available()
     budget.spend(0.3)

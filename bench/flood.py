@@ -16,16 +16,21 @@ failure limit quickly) and from many. Meanwhile first-time logins with right
 scrypt secrets arrive from new addresses; the table prints the share of them
 accepted.
 
-The table gives the client's requests per second as a ratio to its group's
-yardstick, and the attackers' answers by status.
+Each group's yardstick runs again before each of its scenarios (the
+machine's speed drifts by 10 % within a minute), and the table gives the
+client's requests per second as a ratio to the yardstick run just before,
+and the attackers' answers by status.
 
-Also runs alone: ``python -m bench.flood [--quick]``.
+Also runs alone: ``python -m bench.flood [--quick] [--runs N]``; with
+``--runs`` it prints each run's table and then the median ratio of each
+scenario over the runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -356,7 +361,7 @@ def run(workdir: Path, seconds: int) -> list[Outcome]:
     with httpmode.serving("flood", authorization, store=store, workers=WORKERS) as member_url:
         # Warm-up: workers import lazily and each fills its own cache.
         httpmode.wrk(member_url, authorization, 1)
-        for scenario in SCENARIOS:
+        for scenario in _paired(SCENARIOS):
             if outcomes:
                 time.sleep(_SETTLE_SECONDS)
             outcomes.append(
@@ -375,13 +380,25 @@ def run(workdir: Path, seconds: int) -> list[Outcome]:
         "flood_short_cache", authorization, store=store, workers=WORKERS
     ) as member_url:
         httpmode.wrk(member_url, authorization, 1)
-        for n, scenario in enumerate(PERSON_SCENARIOS):
+        measured = 0
+        for scenario in _paired(PERSON_SCENARIOS):
             time.sleep(_SETTLE_SECONDS)
-            logins = firsts[n - 1] if n else ()
+            logins: Sequence[tuple[str, str]] = ()
+            if scenario is not PERSON_YARDSTICK:
+                logins = firsts[measured]
+                measured += 1
             outcomes.append(
                 _attack(scenario, member_url, authorization, cycled, seconds, workdir, logins)
             )
     return outcomes
+
+
+def _paired(scenarios: Sequence[Scenario]) -> list[Scenario]:
+    """The group's yardstick (its first scenario) before each of the others:
+    the machine's speed drifts within a minute, so each scenario is compared
+    with the yardstick measured just before it."""
+    yardstick, *measured = scenarios
+    return [run for scenario in measured for run in (yardstick, scenario)]
 
 
 def _answers(outcome: Outcome) -> str:
@@ -394,16 +411,9 @@ def _answers(outcome: Outcome) -> str:
 
 def flood_table(outcomes: Sequence[Outcome]) -> list[str]:
     """The client's rate and ratio to the yardstick, and the attackers' rate and answers."""
-    yardsticks = {
-        o.scenario.person: o.client.requests_per_second
-        for o in outcomes
-        if o.scenario in (YARDSTICK, PERSON_YARDSTICK)
-    }
     body = []
-    for outcome in outcomes:
+    for outcome, ratio in zip(outcomes, ratios(outcomes)):
         rate = outcome.client.requests_per_second
-        yardstick = yardsticks.get(outcome.scenario.person, 0.0)
-        ratio = rate / yardstick if yardstick else 0.0
         measured = outcome.scenario not in (YARDSTICK, PERSON_YARDSTICK)
         sent, accepted = outcome.first_time
         body.append(
@@ -433,6 +443,42 @@ def flood_table(outcomes: Sequence[Outcome]) -> list[str]:
     return table(header, body, [False, True, True, False, False, True, True, False, True])
 
 
+def ratios(outcomes: Sequence[Outcome]) -> list[float]:
+    """Each outcome's client rate over that of the yardstick run just before
+    it (1.0 for a yardstick itself)."""
+    found = []
+    yardstick = 0.0
+    for outcome in outcomes:
+        rate = outcome.client.requests_per_second
+        if outcome.scenario in (YARDSTICK, PERSON_YARDSTICK):
+            yardstick = rate
+        found.append(rate / yardstick if yardstick else 0.0)
+    return found
+
+
+def median_table(runs: Sequence[Sequence[Outcome]]) -> list[str]:
+    """The median over ``runs`` of each scenario's ratio, with every run's ratio."""
+    by_name: dict[str, list[float]] = {}
+    for outcomes in runs:
+        for outcome, ratio in zip(outcomes, ratios(outcomes)):
+            if outcome.scenario not in (YARDSTICK, PERSON_YARDSTICK):
+                by_name.setdefault(outcome.scenario.name, []).append(ratio)
+    body = []
+    for name, found in by_name.items():
+        middle = statistics.median(found)
+        body.append(
+            [
+                name,
+                f"{middle:.2f}x",
+                f">={TARGET:.2f}x",
+                verdict(middle >= TARGET),
+                " ".join(f"{ratio:.2f}" for ratio in found),
+            ]
+        )
+    header = ["scenario", "median x yardstick", "target", "result", "each run"]
+    return table(header, body, [False, True, False, False, False])
+
+
 def title(seconds: int) -> str:
     """The table's title: what ran, and for how long."""
     return (
@@ -451,6 +497,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         action="store_true",
         help=f"{QUICK_SECONDS} s per scenario instead of {FULL_SECONDS}",
     )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="run every scenario this many times; print medians"
+    )
     args = parser.parse_args(argv)
     httpmode.exit_on_sigterm()
     missing = httpmode.missing_tools()
@@ -458,11 +507,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"flood: skipped, {missing}")
         return 0
     seconds = QUICK_SECONDS if args.quick else FULL_SECONDS
-    with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
-        outcomes = run(Path(tmp), seconds)
-    print(title(seconds))
-    for line in flood_table(outcomes):
-        print(f"  {line}")
+    runs = []
+    for _ in range(max(1, args.runs)):
+        with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp:
+            outcomes = run(Path(tmp), seconds)
+        runs.append(outcomes)
+        print(title(seconds))
+        for line in flood_table(outcomes):
+            print(f"  {line}")
+    if len(runs) > 1:
+        print(f"\nflood, median of {len(runs)} runs")
+        for line in median_table(runs):
+            print(f"  {line}")
     return 0
 
 

@@ -23,8 +23,8 @@ its own:
   shared bucket (the whole budget: about one scrypt verification a second
   after a burst of ten, at the default).
 - *crowded*: the address failed lately on a third key, or the key from a
-  third address: an address cycling through keys, or many addresses
-  guessing at a key.
+  third address (or drew refusals for the budget from a third address): an
+  address cycling through keys, or many addresses guessing at a key.
   It may only use the *crowded* bucket, :data:`CROWDED` of the budget, and
   never the other two.
 
@@ -178,14 +178,14 @@ class KdfBudget:
             self.crowded.put(name, until)  # a third partner
         self.failing.put(name, (until, other, newest if other != newest else older))
 
-    def refused(self, key: str) -> None:
-        """Remember that an attempt at ``key`` was just refused for the
-        budget: a key that draws more attempts than the budget verifies is
-        under attack, and its attempts stay out of the reserve for a while."""
+    def refused(self, key: str, client: str = "") -> None:
+        """Remember that an attempt at ``key`` from ``client`` was just
+        refused for the budget: a key that draws more attempts than the
+        budget verifies is under attack, so its attempts stay out of the
+        reserve for a while, and once refused from a third address it is
+        crowded. The address is not held against: it failed nothing."""
         now = self.clock()
-        last = self.failing.get(("k", key))
-        partners = (0, 0) if last is None or last[0] <= now else last[1:]
-        self.failing.put(("k", key), (now + FAILURE_MEMORY, *partners))
+        self._failed(("k", key), hash(client), now, now + FAILURE_MEMORY)
 
     def wait(self, client: str, key: str = "") -> Optional[int]:
         """``None`` when a verification for ``client`` at ``key`` may start

@@ -224,7 +224,7 @@ class GatePolicy:
             # Nothing was verified, so nothing counts against the pair.
             self.telemetry.kdf_refused()
             if self.kdf_budget is not None:
-                self.kdf_budget.refused(key)
+                self.kdf_budget.refused(key, client)
             raise self._known(
                 self.failure(TOO_MANY_FAILURES, key, retry_after=found.budget_wait), record
             )

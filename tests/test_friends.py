@@ -138,6 +138,15 @@ def test_standings_of_an_attempt() -> None:
     assert budget.standing("192.0.2.2", "k4") == "fresh"
     budget.clock.now += 61  # type: ignore[attr-defined]
     assert budget.standing("192.0.2.1", "k1") == "fresh"
+    # Refusals for the budget: one stale client stays failing, a key refused
+    # from a third address is crowded; the addresses failed nothing.
+    for _ in range(5):
+        budget.refused("k5", "192.0.2.7")
+    assert budget.standing("192.0.2.7", "k5") == "failing"
+    budget.refused("k5", "192.0.2.8")
+    budget.refused("k5", "192.0.2.9")
+    assert budget.standing("192.0.2.10", "k5") == "crowded"
+    assert budget.standing("192.0.2.9", "k6") == "fresh"
 
 
 def test_a_flood_spends_only_the_crowded_share_and_friends_keep_theirs(

@@ -196,6 +196,8 @@ class KdfBudget:
             now = self.clock()
             if standing == CROWDED_STANDING:
                 crowded = self._crowded
+                if crowded.rate <= 0:  # no share for crowded attempts at all
+                    return math.ceil(FAILURE_MEMORY)
                 crowded.refill(now)
                 if crowded.tokens > 0:
                     return None

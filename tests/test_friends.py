@@ -149,6 +149,16 @@ def test_standings_of_an_attempt() -> None:
     assert budget.standing("192.0.2.9", "k6") == "fresh"
 
 
+def test_without_a_crowded_share_crowded_attempts_wait_out_their_memory() -> None:
+    clock = Clock()
+    budget = KdfBudget(0.08, crowded=0.0, clock=clock)
+    for address in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        budget.failed(address, "k")
+    assert budget.standing("192.0.2.4", "k") == "crowded"
+    assert budget.wait("192.0.2.4", "k") == 60
+    assert budget.wait("192.0.2.4", "other") is None
+
+
 def test_a_flood_spends_only_the_crowded_share_and_friends_keep_theirs(
     app_factory: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,7 +25,8 @@ its own:
 - *crowded*: the address failed lately on a third key, or the key from a
   third address (or drew refusals for the budget from a third address): an
   address cycling through keys, or many addresses guessing at a key.
-  It may only use the *crowded* bucket, :data:`CROWDED` of the budget, and
+  It may only use the *crowded* bucket, :data:`CROWDED` of the budget's
+  rate with a burst of :data:`CROWDED_BURST_SECONDS` of that rate, and
   never the other two.
 
 So a flood spends at most the crowded share of the budget, however many
@@ -45,7 +46,14 @@ from typing import Callable, Optional
 
 from .bounded import BoundedMap
 
-__all__ = ["BURST_SECONDS", "CROWDED", "FAILURE_MEMORY", "RESERVE", "KdfBudget"]
+__all__ = [
+    "BURST_SECONDS",
+    "CROWDED",
+    "CROWDED_BURST_SECONDS",
+    "FAILURE_MEMORY",
+    "RESERVE",
+    "KdfBudget",
+]
 
 #: The burst, in seconds of the rate: after a quiet time a process may
 #: spend this many seconds' worth of budget at once (1.28 s of CPU at the
@@ -58,6 +66,9 @@ RESERVE = 0.25
 #: The bucket of crowded attempts (an address failing on several keys, a key
 #: failing from several addresses), as a share of the budget, apart from it.
 CROWDED = 0.35
+#: The crowded bucket's burst, in seconds of its rate (under one scrypt
+#: verification at the default: a bucket with anything in it admits one).
+CROWDED_BURST_SECONDS = 2.0
 #: Seconds an address or a key counts as failing after its last failed attempt.
 FAILURE_MEMORY = 60.0
 #: Most addresses and keys remembered as failing; the expired go first, then
@@ -124,7 +135,9 @@ class KdfBudget:
         now = clock()
         self._shared = _Bucket(rate, self.burst, now)
         self._reserve = _Bucket(rate * reserve, self.burst * reserve, now)
-        self._crowded = _Bucket(rate * crowded, max(self.burst * crowded, rate * crowded), now)
+        # No burst to speak of: crowded attempts come from a flood, and a
+        # burst would only let each new flood spend it at once.
+        self._crowded = _Bucket(rate * crowded, rate * crowded * CROWDED_BURST_SECONDS, now)
         self._lock = threading.Lock()
         # Client addresses and keys with a recent failed attempt: when that
         # ends, and the hashes of the other side of the last two (keys for an
@@ -237,8 +250,7 @@ class KdfBudget:
 
     @property
     def tokens(self) -> float:
-        """Seconds of work that may be spent now, the three buckets together
-        (up to ``burst`` and the reserve's and crowded share of it)."""
+        """Seconds of work that may be spent now, the three buckets together."""
         with self._lock:
             now = self.clock()
             buckets = (self._shared, self._reserve, self._crowded)

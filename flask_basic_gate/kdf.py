@@ -56,9 +56,9 @@ __all__ = [
 ]
 
 #: The burst, in seconds of the rate: after a quiet time a process may
-#: spend this many seconds' worth of budget at once (1.28 s of CPU at the
-#: default rate: ten scrypt verifications hold where one costs 0.11 s, as on
-#: a busy machine here, and sixteen where it costs 0.075 s).
+#: spend this many seconds' worth of budget at once, enough for a person's
+#: run of ten typos even where a scrypt verification costs half again its
+#: usual CPU time (bench/README.md has the figures).
 BURST_SECONDS = 16.0
 #: The reserve for attempts whose address and key have not failed lately,
 #: as a share of the budget, on top of it.

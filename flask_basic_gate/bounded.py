@@ -14,9 +14,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Hashable
+from itertools import islice
 from typing import Callable, Generic, Optional, TypeVar
 
-__all__ = ["BoundedMap"]
+__all__ = ["ROOM", "BoundedMap"]
+
+#: The share of its size a full map frees at once. A flood of distinct
+#: clients keeps a map full of live entries; freeing one entry per new one
+#: made each new entry scan the whole map for expired ones (1 ms a failed
+#: attempt at 25,000 counters, ``python -m bench.flood``).
+ROOM = 1 / 16
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -26,7 +33,9 @@ class BoundedMap(Generic[K, V]):
     """A dict of at most ``size`` entries, safe to share between threads.
 
     :param size: the most entries kept; when full, the expired entries go
-        first (when ``expires`` is given), then the oldest.
+        first (when ``expires`` is given), then the oldest, until
+        :data:`ROOM` of the size is free: a full map sweeps once per that
+        many new entries, not once per entry.
     :param expires: reads an entry's expiry (POSIX seconds) from its value;
         ``None`` for entries that only leave when pushed out.
     :param clock: the current POSIX time, for the sweep.
@@ -99,12 +108,18 @@ class BoundedMap(Generic[K, V]):
             return self._sweep()
 
     def _make_room(self) -> None:
-        # Under the lock.
-        if self._expires is not None and self._sweep():
-            return
+        # Under the lock. The expired go first; then the oldest (a dict keeps
+        # insertion order) until ROOM of the size is free.
+        keep = self.size - max(1, int(self.size * ROOM))
         data = self._data
-        # Oldest first: a dict keeps insertion order.
-        del data[next(iter(data))]
+        if self._expires is not None:
+            self._sweep()
+        excess = len(data) - keep
+        if excess > 0:
+            # In one pass: a dict emptied from the front leaves holes that
+            # each ``next(iter(data))`` would walk over again.
+            for key in list(islice(data, excess)):
+                del data[key]
 
     def _sweep(self) -> int:
         # Under the lock, so no other thread changes the dict meanwhile.

@@ -61,6 +61,23 @@ def test_bound_drops_expired_first_then_oldest() -> None:
     assert len(memo) == 3 and memo.get("c") == 160.0
 
 
+def test_a_map_full_of_live_entries_frees_a_sixteenth_at_once() -> None:
+    # A flood of distinct clients keeps a map full of live entries: room is
+    # made for the next sixteenth of new ones at once, the oldest first, so
+    # the map is not scanned again for every new entry.
+    memo: BoundedMap[int, float] = BoundedMap(64, expires=float, clock=lambda: 100.0)
+    for n in range(64):
+        memo.put(n, 200.0)
+    memo.put(64, 200.0)
+    assert len(memo) == 64 - 4 + 1
+    assert [n for n in range(8) if n in memo] == [4, 5, 6, 7]
+    for n in range(65, 68):
+        memo.put(n, 200.0)  # room made already: nothing goes
+    assert len(memo) == 64 and 4 in memo
+    memo.put(68, 200.0)
+    assert len(memo) == 61 and 4 not in memo and 8 in memo
+
+
 def test_discard_if_keeps_a_newer_value() -> None:
     memo: BoundedMap[str, float] = BoundedMap(4, expires=float)
     memo.put("a", 1.0)

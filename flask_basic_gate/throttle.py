@@ -97,18 +97,13 @@ class FailureThrottle:
         Reads the shared counters; a pair found over the limit is remembered
         locally until its window resets.
         """
-        wait = self.known_wait(client, key, now)
+        pair = pair_id(client, key)
+        wait = self._known_wait(pair, now)
         if wait is not None:
             return wait
-        pair = pair_id(client, key)
         for item in self.items:
-            if not self._count("test", item, pair):
-                reset = self._count("get_window_stats", item, pair).reset_time
-                until = max(reset, now + 1)
-                self.block(client, key, until)
-                for listener in self.on_blocked:
-                    listener(client, key, until)
-                return _seconds(until - now)
+            if not self._count(_test, item, pair):
+                return self._over(item, pair, client, key, now)
         return None
 
     def known_wait(self, client: str, key: str, now: float) -> Optional[int]:
@@ -116,24 +111,24 @@ class FailureThrottle:
         reading the counters: ``None`` unless the pair is known throttled."""
         if not self.blocked:
             return None
-        pair = pair_id(client, key)
-        until = self.blocked.get(pair)
-        if until is None:
-            return None
-        if now < until:
-            return _seconds(until - now)
-        self.blocked.discard_if(pair, until)
-        return None
+        return self._known_wait(pair_id(client, key), now)
 
     def failed(self, client: str, key: str, now: float) -> None:
-        """Count one failed verification of ``key`` from ``client``."""
+        """Count one failed verification of ``key`` from ``client``.
+
+        Each limit's counter is incremented once; the count it returns tells
+        whether the pair has just used up its allowance. Such a pair is
+        throttled from now on, cached successes included: otherwise the
+        cache would answer the next guesses, right ones with a 200 and wrong
+        ones with a 429.
+        """
         pair = pair_id(client, key)
+        over = None
         for item in self.items:
-            self._count("hit", item, pair)
-        # A pair that has just used up its allowance is throttled from now
-        # on, cached successes included: otherwise the cache would answer
-        # the next guesses, right ones with a 200 and wrong ones with a 429.
-        self.retry_after(client, key, now)
+            if self._count(_incr, item, pair) >= item.amount and over is None:
+                over = item
+        if over is not None:
+            self._over(over, pair, client, key, now)
 
     def block(self, client: str, key: str, until: float) -> None:
         """Remember that the pair is throttled until ``until`` (POSIX time).
@@ -142,20 +137,40 @@ class FailureThrottle:
         """
         self.blocked.put(pair_id(client, key), until)
 
-    def _count(self, method: str, item: RateLimitItem, pair: str) -> Any:
-        """Call the limiter's ``method`` for the pair: the shared limiter's,
-        or the local one's while the shared storage fails."""
+    def _known_wait(self, pair: str, now: float) -> Optional[int]:
+        if not self.blocked:
+            return None
+        until = self.blocked.get(pair)
+        if until is None:
+            return None
+        if now < until:
+            return _seconds(until - now)
+        self.blocked.discard_if(pair, until)
+        return None
+
+    def _over(self, item: RateLimitItem, pair: str, client: str, key: str, now: float) -> int:
+        """Remember the pair as over ``item`` until its window resets, tell
+        the listeners, and return the wait."""
+        until = max(self._count(_reset, item, pair), now + 1)
+        self.blocked.put(pair, until)
+        for listener in self.on_blocked:
+            listener(client, key, until)
+        return _seconds(until - now)
+
+    def _count(self, operation: _Operation, item: RateLimitItem, pair: str) -> Any:
+        """Run ``operation`` on the pair's counter for ``item``: on the
+        shared limiter, or on the local one while the shared storage fails."""
         limiter = self.limiter
         shared = self._shared
         if limiter is not shared and time.monotonic() >= self._retry_shared_at:
             limiter = shared
         try:
-            result = getattr(limiter, method)(item, _NAMESPACE, pair)
+            result = operation(limiter, item, pair)
         except self._storage_error as exc:
             if limiter is not shared:
                 raise
             self.telemetry.redis_error("counters")
-            return getattr(self._fall_back(exc), method)(item, _NAMESPACE, pair)
+            return operation(self._fall_back(exc), item, pair)
         if limiter is not self.limiter:
             self.limiter = limiter
             logger.warning("failed-attempt counters shared through Redis again")
@@ -176,6 +191,30 @@ class FailureThrottle:
                     type(getattr(exc, "storage_error", exc)).__name__,
                 )
         return self._local
+
+
+#: One operation on a pair's counter, given the limiter, the item and the pair.
+_Operation = Callable[["FixedWindowRateLimiter", "RateLimitItem", str], Any]
+
+
+def _test(limiter: FixedWindowRateLimiter, item: RateLimitItem, pair: str) -> bool:
+    """Whether the pair may fail once more within ``item``."""
+    return limiter.test(item, _NAMESPACE, pair)
+
+
+def _incr(limiter: FixedWindowRateLimiter, item: RateLimitItem, pair: str) -> int:
+    """Count one failure; the count of the window, this one included.
+
+    The storage's own ``incr`` (which the limiter's ``hit`` calls and
+    reduces to a bool): the count tells at once whether this failure used
+    up the allowance, without reading the counter again.
+    """
+    return int(limiter.storage.incr(item.key_for(_NAMESPACE, pair), item.get_expiry(), amount=1))
+
+
+def _reset(limiter: FixedWindowRateLimiter, item: RateLimitItem, pair: str) -> float:
+    """The POSIX time the pair's window for ``item`` resets."""
+    return float(limiter.get_window_stats(item, _NAMESPACE, pair).reset_time)
 
 
 def _seconds(delay: float) -> int:

@@ -292,7 +292,8 @@ def test_failure_counters_are_fixed_size_and_capped() -> None:
     for n in range(1000):
         limiter.hit(item, "basic-gate-failures", pair_id(f"10.0.0.{n}", "k" * 200))
     counters = storage._counters  # type: ignore[attr-defined]
-    assert len(counters) == 100
+    # Full, a map makes room for a sixteenth of its size at once.
+    assert 100 - 100 // 16 <= len(counters) <= 100
     assert {len(name) for name in counters._data} == {len(next(iter(counters._data)))}
     assert len(pair_id("a", "k" * 10_000)) == len(pair_id("b", "k")) == 32
 

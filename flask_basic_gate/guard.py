@@ -70,11 +70,15 @@ class Guard:
         # Flask's own handler search: it takes the request's blueprints from
         # Flask 3.0 on, and reads them from the request itself in 2.3.
         find = app._find_error_handler
-        self._has_handler: Callable[[GateError, Any], Any] = (
+        self._find_handler: Callable[[GateError, Any], Any] = (
             find
             if len(inspect.signature(find).parameters) > 1
             else lambda error, blueprints: find(error)  # type: ignore[call-arg]
         )
+        # Whether a handler of the app's takes each kind of refusal, per
+        # route's blueprints: Flask refuses new handlers once the app has
+        # served a request, so the answer never changes.
+        self._handled: BoundedMap[tuple[type, int, tuple[str, ...]], bool] = BoundedMap(MAX_ROUTES)
         self._order_checked = False
 
     def before_request(self) -> Callable[[], Any]:
@@ -166,6 +170,16 @@ class Guard:
         # exception as a WSGI app to turn it into a response
         # (``python -m bench`` measures both, "refused" and "refused, raised").
         return app.response_class(error.get_body(), error.code, error.get_headers())
+
+    def _has_handler(self, error: GateError, blueprints: list[str]) -> bool:
+        """Whether Flask's own handler search finds a handler for ``error``
+        on a route of ``blueprints`` (remembered per kind of refusal)."""
+        memo = (type(error), error.code or 0, tuple(blueprints))
+        handled = self._handled.get(memo)
+        if handled is None:
+            handled = self._find_handler(error, blueprints) is not None
+            self._handled.put(memo, handled)
+        return handled
 
     def _reported(self, req: Any, error: GateError) -> None:
         """``BASIC_GATE_REPORT_ONLY``: the refusal is logged, signalled and

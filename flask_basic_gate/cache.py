@@ -80,13 +80,22 @@ class VerificationCache:
         self._generations: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def lookup(self, key: str, secret: str, now: float) -> Optional[KeyIdentity]:
+    def lookup(
+        self, key: str, secret: str, now: float, tried: Optional[str] = None
+    ) -> Optional[KeyIdentity]:
         """The identity remembered for these credentials, if still fresh.
 
         A stale entry is left for :meth:`put` to replace or push out: readers
         never change the dict, so they need no lock.
+
+        :param tried: a token already looked up with :meth:`lookup_token`
+            and missed; when it is these credentials' canonical token, the
+            miss stands without a second digest.
         """
-        return self.lookup_token(canonical_token(key, secret), now)
+        token = canonical_token(key, secret)
+        if token == tried:
+            return None
+        return self.lookup_token(token, now)
 
     def lookup_token(self, token: str, now: float) -> Optional[KeyIdentity]:
         """:meth:`lookup` by the token a ``Basic`` header carries, as it came.

@@ -194,13 +194,15 @@ class GatePolicy:
         now = self.clock()
         client = client or ""
         ttl = self._ttl
+        tried = None
         if ttl:
             if now >= self.revocation.trusted_until:
                 # Changes made elsewhere may not have reached this process.
                 self.revocation.untrusted(now)
             if header is not None and header.startswith("Basic "):
                 # 3 before 1, for the canonical spelling (see the module).
-                hit = self.cache.lookup_token(header[6:], now)
+                tried = header[6:]
+                hit = self.cache.lookup_token(tried, now)
                 if hit is not None:
                     return self.cached(requirement, hit, client, now)
         credentials = self.parse(header, requirement)  # 1
@@ -211,7 +213,7 @@ class GatePolicy:
         if wait is not None:
             raise self.failure(TOO_MANY_FAILURES, key, retry_after=wait)
         if ttl:  # 3
-            hit = self.cache.lookup(key, secret, now)
+            hit = self.cache.lookup(key, secret, now, tried)
             self.telemetry.cache(hit is not None)
             if hit is not None:
                 return self.admit(requirement, hit, now)

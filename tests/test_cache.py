@@ -182,6 +182,19 @@ def test_the_token_as_sent_finds_only_the_canonical_spelling() -> None:
     assert cache.lookup_token(utf8, 2e12) is None  # expired
 
 
+def test_a_parsed_lookup_skips_the_token_already_tried() -> None:
+    cache = VerificationCache(10)
+    identity = KeyIdentity("clé", "p", None, None, 1)
+    cache.put("clé", "sécret", identity, 1e12)
+    utf8 = canonical_token("clé", "sécret")
+    latin1 = base64.b64encode("clé:sécret".encode("latin-1")).decode()
+    # The guard tried the token as sent; a parse of the same token is the
+    # same lookup, so its miss stands; another spelling is looked up.
+    assert cache.lookup("clé", "sécret", 0, tried=utf8) is None
+    assert cache.lookup("clé", "sécret", 0, tried=latin1) is identity
+    assert cache.lookup("clé", "sécret", 0, tried=None) is identity
+
+
 def test_a_latin1_client_is_served_from_the_cache(cached_app: Any) -> None:
     app, counter = cached_app
     provision(app, "latin", "sécret")
